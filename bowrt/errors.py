@@ -1,0 +1,79 @@
+"""One exception hierarchy for everything bowrt raises on purpose.
+
+Every error a caller can provoke with bad input or a bad bundle derives from
+:class:`BowrtError`; most also derive from the builtin that fits (``ValueError``,
+``TypeError``, ``FileNotFoundError``) so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class BowrtError(Exception):
+    """Base class of every error bowrt raises deliberately."""
+
+
+# --- bundles -----------------------------------------------------------------
+class BundleError(BowrtError, ValueError):
+    """A bundle folder is unusable: missing, incomplete, tampered or unknown."""
+
+
+class BundleMissingFileError(BundleError, FileNotFoundError):
+    """A file the manifest names (or the manifest itself) is not there."""
+
+
+class BundleChecksumError(BundleError):
+    """A file's sha256 or size differs from the manifest: it was changed after export."""
+
+
+class BundleFormatError(BundleError):
+    """The manifest is unreadable, incomplete, or of a format version this bowrt does not know."""
+
+
+# --- export ------------------------------------------------------------------
+class ExportError(BowrtError, RuntimeError):
+    """The export stage could not produce a sound bundle."""
+
+
+class ModelNotFoundError(ExportError, FileNotFoundError):
+    """The source model could not be found locally or reached on the hub."""
+
+
+class UnsupportedModelError(ExportError, ValueError):
+    """The source is not a BERT-style encoder bowrt can export."""
+
+
+class ParityGateError(ExportError):
+    """A variant's numbers against PyTorch fell below its gate."""
+
+
+# --- runtime -----------------------------------------------------------------
+class InputError(BowrtError, ValueError):
+    """An input item is unusable (wrong shape of pair/dict, too long before tokenizing, ...)."""
+
+
+class InputTypeError(BowrtError, TypeError):
+    """An input item has the wrong type (None, bytes, a number, ...)."""
+
+
+class ProviderUnavailableError(BowrtError, RuntimeError):
+    """An execution provider was asked for by name and is not available here."""
+
+
+class Overloaded(BowrtError, RuntimeError):
+    """The dynamic batcher's queue is full; retry later (HTTP 429)."""
+
+
+class BatcherClosed(BowrtError, RuntimeError):
+    """The dynamic batcher no longer accepts work (HTTP 503)."""
+
+
+class OptionError(BowrtError, ValueError):
+    """An unknown or invalid option; the message lists the valid ones."""
+
+
+class BatchFailed(BowrtError, RuntimeError):
+    """The encode function failed for a batch; every caller in that batch gets this, chained to the cause (HTTP 500)."""
+
+
+class RequestTimeout(BowrtError, TimeoutError):
+    """A request's deadline passed before its batch started, so it was dropped unencoded (HTTP 504)."""

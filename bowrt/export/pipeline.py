@@ -1,0 +1,210 @@
+"""export_model: source model -> verified bundles, one folder per variant.
+
+Steps: load (source.py) -> torch.onnx (to_onnx.py) -> fuse (optimize.py) ->
+variant graphs (fp16.py, int8.py) -> parity against PyTorch on the probe set
+(parity.py) -> gates -> atomic bundle write (bundle.py).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bowrt import __version__
+from bowrt.bundle import (
+    DEFAULT_MODEL,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    VARIANTS,
+    Manifest,
+    TensorSpec,
+    TextRules,
+    write_bundle,
+)
+from bowrt.errors import BundleError, ExportError, OptionError, ParityGateError
+from bowrt.export import fp16, int8, optimize, parity, probes, source, to_onnx
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def tool_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"bowrt": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def parse_variants(variants: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    items = [v.strip() for v in variants.split(",")] if isinstance(variants, str) else list(variants)
+    items = [v for v in items if v]
+    unknown = [v for v in items if v not in VARIANTS]
+    if unknown or not items:
+        raise OptionError(f"unknown variant(s) {unknown or items}; valid: {', '.join(VARIANTS)}")
+    return tuple(dict.fromkeys(items))
+
+
+def _save_tokenizer(src: source.Source, path: Path) -> Any:
+    tok = src.tokenizer.backend_tokenizer
+    tok = tok.__class__.from_str(tok.to_str())
+    # The runtime configures truncation per kind (query/passage) at load and pads per batch.
+    tok.no_padding()
+    tok.no_truncation()
+    tok.save(str(path))
+    return tok
+
+
+class _Probe:
+    """Probe ids and the PyTorch reference vectors, computed once for all variants."""
+
+    def __init__(self, src: source.Source, tokenizer: Any, rules: TextRules) -> None:
+        self.texts = probes.load_text_set("probes")
+        self.q_ids, self.p_ids = probes.tokenized(tokenizer, self.texts, rules)
+        ref = probes.torch_runner(src.model, src.pooling)
+        self.ref_q = probes.encode_ids(ref, self.q_ids)
+        self.ref_p = probes.encode_ids(ref, self.p_ids)
+
+    def measure(self, model_path: Path) -> dict[str, Any]:
+        run = probes.ort_runner(str(model_path))
+        q = probes.encode_ids(run, self.q_ids)
+        p = probes.encode_ids(run, self.p_ids)
+        metrics: dict[str, Any] = parity.compare(self.ref_q, self.ref_p, q, p)
+        # Batch invariance: every probe text alone vs inside its padded batch of 16.
+        alone = np.concatenate([probes.encode_ids(run, [ids]) for ids in self.q_ids + self.p_ids])
+        metrics["batch_invariance_min_cosine"] = float(parity.cosines(alone, np.concatenate([q, p])).min())
+        return metrics
+
+
+def _int8_search(fused: Path, work: Path, probe: _Probe, gates: dict[str, float], log: Log) -> tuple[Path, dict, dict]:
+    """Quantize, keeping more layer roles in fp32 until the gates pass (or every option is tried)."""
+    tried = []
+    for n_kept in range(len(int8.ROLES)):
+        kept = int8.ROLES[:n_kept]
+        path = work / f"model.int8-{n_kept}.onnx"
+        info = int8.quantize_dynamic_int8(fused, path, keep_fp32_roles=kept)
+        metrics = probe.measure(path)
+        tried.append({"fp32_roles": list(kept), **{k: metrics[k] for k in ("min_cosine", "overlap_at_10")}})
+        log(f"  int8 with {list(kept) or 'nothing'} kept fp32: " + parity.format_report("int8", metrics, gates))
+        if parity.check_gates(metrics, gates).passed:
+            break
+    info["search"] = tried
+    return path, info, metrics
+
+
+def export_model(
+    model: str = DEFAULT_MODEL,
+    out: str | Path = "bundles",
+    variants: str | tuple[str, ...] = VARIANTS,
+    *,
+    force: bool = False,
+    revision: str | None = None,
+    pooling: str | None = None,
+    query_max_length: int | None = None,
+    passage_max_length: int | None = None,
+    gates: list[str] | dict[str, dict[str, float]] | None = None,
+    log: Log = _stderr,
+) -> dict[str, Manifest]:
+    """Export ``model`` into ``out/<variant>/`` bundles; returns their manifests.
+
+    Every variant is checked against PyTorch on the built-in probe set; one
+    that fails its gate raises :class:`ParityGateError` and writes nothing.
+    """
+    variants = parse_variants(variants)
+    gate_table = gates if isinstance(gates, dict) else parity.parse_gates(gates)
+    out = Path(out)
+    if out.exists() and not force:
+        raise BundleError(f"{str(out)!r} already exists; pass --force (force=True) to replace it")
+
+    t0 = time.perf_counter()
+    log(f"loading {model} ...")
+    src = source.load_source(
+        model, revision=revision, pooling=pooling, query_max_length=query_max_length, passage_max_length=passage_max_length
+    )
+    rules = TextRules(query_max_length=src.query_max_length, passage_max_length=src.passage_max_length)
+    log(
+        f"  {src.config.model_type}: {src.num_layers} layers, hidden {src.hidden_size}, {src.num_heads} heads; "
+        f"pooling {src.pooling}; max length query {rules.query_max_length} / passage {rules.passage_max_length}"
+    )
+    manifests: dict[str, Manifest] = {}
+    with tempfile.TemporaryDirectory(prefix="bowrt-export-") as tmp:
+        work = Path(tmp)
+        tokenizer = _save_tokenizer(src, work / TOKENIZER_FILE)
+        log("exporting to ONNX and fusing ...")
+        raw = to_onnx.export_onnx(src.model, src.pooling, work / "raw.onnx")
+        fused = work / "model.fp32.onnx"
+        counts = optimize.fuse(raw, fused, num_heads=src.num_heads, hidden_size=src.hidden_size)
+        problems = optimize.check_fusions(counts, src.num_layers)
+        if problems:
+            raise ExportError("graph fusion fell short (the graph would run slowly): " + "; ".join(problems))
+        log("  fused operators: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        log("computing PyTorch reference vectors on the probe set ...")
+        probe = _Probe(src, tokenizer, rules)
+
+        built: dict[str, tuple[Path, dict[str, Any] | None, dict[str, Any]]] = {}
+        for variant in variants:
+            log(f"building {variant} ...")
+            if variant == "fp32":
+                built[variant] = (fused, None, probe.measure(fused))
+            elif variant == "fp16":
+                path = work / "model.fp16.onnx"
+                info = fp16.to_fp16(fused, path)
+                built[variant] = (path, info, probe.measure(path))
+            else:
+                built[variant] = _int8_search(fused, work, probe, gate_table[variant], log)
+            metrics = built[variant][2]
+            log("  " + parity.format_report(variant, metrics, gate_table[variant]))
+            verdict = parity.check_gates(metrics, gate_table[variant])
+            if not verdict.passed:
+                raise ParityGateError(
+                    f"{variant} failed its parity gate against PyTorch: {'; '.join(verdict.failures)}. "
+                    f"Nothing was written. To accept it anyway, relax the gate, e.g. --gate {variant}.METRIC=VALUE"
+                )
+
+        versions = tool_versions()
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for variant, (path, info, metrics) in built.items():
+            manifest = Manifest(
+                variant=variant,
+                source_model=src.name,
+                source_revision=src.revision,
+                hidden_size=src.hidden_size,
+                num_layers=src.num_layers,
+                num_heads=src.num_heads,
+                pooling=src.pooling,
+                normalize=src.normalize,
+                opset=to_onnx.OPSET,
+                inputs=tuple(TensorSpec(n, "int64", ("batch", "sequence")) for n in to_onnx.INPUT_NAMES),
+                outputs=(TensorSpec(to_onnx.OUTPUT_NAME, "float32", ("batch", src.hidden_size)),),
+                text=rules,
+                quantization=info,
+                parity={
+                    "reference": "PyTorch fp32 eager, same token ids",
+                    "probe_set": probe.texts.describe(),
+                    "metrics": metrics,
+                    "gates": gate_table[variant],
+                    "fused_operators": counts,
+                },
+                tools=versions,
+                created=created,
+            )
+            manifests[variant] = write_bundle(
+                out / variant, manifest, {MODEL_FILE: path, TOKENIZER_FILE: work / TOKENIZER_FILE}, force=force
+            )
+            log(f"wrote {out / variant}")
+    log(f"done in {time.perf_counter() - t0:.1f} s")
+    return manifests

@@ -1,0 +1,166 @@
+"""Load the source model: a hub id or a local folder, Hugging Face or sentence-transformers layout.
+
+Everything about the model's shape (hidden size, heads, layers) comes from its
+config; pooling and max length come from the sentence-transformers files when
+they exist. Nothing here assumes BERT-base numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bowrt.bundle import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGTH, POOLINGS
+from bowrt.errors import ModelNotFoundError, UnsupportedModelError
+
+# Encoders whose graph ONNX Runtime's BERT fusions understand.
+SUPPORTED_MODEL_TYPES = ("bert",)
+
+
+@dataclass
+class Source:
+    """A loaded source model plus what the bundle needs to know about it."""
+
+    name: str  # hub id or folder, as given
+    revision: str | None
+    model: Any  # transformers.PreTrainedModel (BertModel), in eval mode
+    tokenizer: Any  # transformers fast tokenizer
+    config: Any
+    pooling: str
+    normalize: bool
+    query_max_length: int
+    passage_max_length: int
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.config.num_attention_heads)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+
+def _read_json(path: Path) -> dict[str, Any] | list[Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UnsupportedModelError(f"{path} is not valid JSON: {e}") from e
+
+
+def sentence_transformers_settings(folder: Path) -> dict[str, Any]:
+    """Pooling, normalization and max length from a sentence-transformers folder (empty if none)."""
+    out: dict[str, Any] = {}
+    modules = _read_json(folder / "modules.json")
+    if isinstance(modules, list):
+        for mod in modules:
+            kind = str(mod.get("type", ""))
+            if kind.endswith("Pooling"):
+                cfg = _read_json(folder / mod.get("path", "") / "config.json") or {}
+                if cfg.get("pooling_mode_cls_token"):
+                    out["pooling"] = "cls"
+                elif cfg.get("pooling_mode_mean_tokens"):
+                    out["pooling"] = "mean"
+                else:
+                    modes = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v]
+                    raise UnsupportedModelError(
+                        f"{folder}: pooling {modes} is not supported; bowrt pools with one of {', '.join(POOLINGS)}"
+                    )
+            elif kind.endswith("Normalize"):
+                out["normalize"] = True
+    st_cfg = _read_json(folder / "sentence_bert_config.json")
+    if isinstance(st_cfg, dict) and st_cfg.get("max_seq_length"):
+        out["max_seq_length"] = int(st_cfg["max_seq_length"])
+    return out
+
+
+def _revision(folder: Path | None, model: Any) -> str | None:
+    commit = getattr(model.config, "_commit_hash", None)
+    if commit:
+        return str(commit)
+    if folder is None:
+        return None
+    # A local folder has no commit: name the weights by their content instead.
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        p = folder / name
+        if p.is_file():
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            return f"sha256:{h.hexdigest()}"
+    return None
+
+
+def load_source(
+    model: str,
+    *,
+    revision: str | None = None,
+    pooling: str | None = None,
+    query_max_length: int | None = None,
+    passage_max_length: int | None = None,
+) -> Source:
+    """Load ``model`` (hub id or local folder) for export. Raises typed errors with a fix."""
+    try:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("the export stage needs the export extra: pip install 'bowrt[export]'") from e
+
+    folder = Path(model) if Path(model).is_dir() else None
+    if folder is None and (Path(model).exists() or model.startswith((".", "/", "~"))):
+        raise ModelNotFoundError(f"{model!r} is not a model folder")
+    if folder is not None and not (folder / "config.json").is_file():
+        raise UnsupportedModelError(f"{str(folder)!r} has no config.json: it is not a Hugging Face model folder")
+    try:
+        config = AutoConfig.from_pretrained(model, revision=revision)
+    except OSError as e:
+        raise ModelNotFoundError(
+            f"could not load {model!r}: {e.__class__.__name__}. Without access to the model hub, "
+            "download the model elsewhere (e.g. `huggingface-cli download bowdpr/bowdpr_wiki_triviaft "
+            "--local-dir bowdpr`) and pass the folder: `bowrt export ./bowdpr -o bundles`"
+        ) from e
+    if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"{model!r} is a {getattr(config, 'model_type', 'unknown')!r} model; bowrt exports BERT-style "
+            f"encoders ({', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
+    # Eager attention traces to the MatMul/Softmax pattern that ONNX Runtime fuses.
+    config._attn_implementation = "eager"
+    try:
+        hf_model = AutoModel.from_pretrained(model, config=config, revision=revision, add_pooling_layer=False)
+        tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, use_fast=True)
+    except OSError as e:
+        raise ModelNotFoundError(f"could not load the weights or tokenizer of {model!r}: {e}") from e
+    if not getattr(tokenizer, "is_fast", False):
+        raise UnsupportedModelError(f"{model!r} has no fast (tokenizers) tokenizer; bowrt's runtime needs tokenizer.json")
+    hf_model.eval()
+
+    st = sentence_transformers_settings(folder) if folder is not None else {}
+    pooling = pooling or st.get("pooling", "cls")
+    if pooling not in POOLINGS:
+        raise UnsupportedModelError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+    max_pos = int(getattr(config, "max_position_embeddings", 512))
+    passage_max_length = passage_max_length or min(st.get("max_seq_length", DEFAULT_PASSAGE_MAX_LENGTH), max_pos)
+    query_max_length = query_max_length or min(DEFAULT_QUERY_MAX_LENGTH, passage_max_length)
+    for what, n in (("query", query_max_length), ("passage", passage_max_length)):
+        if not 2 <= n <= max_pos:
+            raise UnsupportedModelError(f"{what} max length {n} is outside 2..{max_pos} (the model's max_position_embeddings)")
+    return Source(
+        name=str(model),
+        revision=_revision(folder, hf_model),
+        model=hf_model,
+        tokenizer=tokenizer,
+        config=config,
+        pooling=pooling,
+        normalize=bool(st.get("normalize", False)),
+        query_max_length=int(query_max_length),
+        passage_max_length=int(passage_max_length),
+    )
