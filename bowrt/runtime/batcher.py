@@ -1,0 +1,456 @@
+"""Dynamic batching for concurrent callers.
+
+Many threads, asyncio tasks or HTTP handlers each want a few vectors. Running
+each request alone wastes the hardware: one BERT pass over 32 rows costs little
+more than over one. The batcher gathers requests for at most ``max_wait_ms``,
+or until a row or token budget is full, runs them as one call of ``encode_fn``
+on a single worker thread, and hands each caller exactly its own rows, in its
+own order.
+
+It knows nothing of ONNX (TEI keeps ``core/src/queue.rs`` apart from its
+backends for the same reason): ``encode_fn`` is any function that maps a list
+of items to an ``np.ndarray`` with one row per item, in order. One worker is
+enough because ONNX Runtime releases the GIL while it computes; the callers'
+threads do the cheap work (validation, token counting) before they enqueue.
+
+Choices this module makes, so callers can rely on them:
+
+* **Queue bound unit.** ``max_queue`` counts *requests* accepted and not yet
+  resolved (queued or inside a running batch), like TEI's
+  ``max_concurrent_requests``. A full batcher fails fast with
+  :class:`~bowrt.errors.Overloaded` (HTTP 429) instead of growing memory.
+* **Split policy.** A request stays whole, in one batch, whenever it fits a
+  batch alone. One that does not (more rows than ``max_batch_size``, or more
+  padded tokens than ``max_batch_tokens``) is cut, in order, into greedy chunks
+  that fit; the chunks run in successive batches and the caller gets its rows
+  reassembled in order. A single item above the token budget runs alone.
+* **Empty request.** ``[]`` returns at once, without calling ``encode_fn``,
+  an array of shape ``(0, *row_shape)`` with the dtype of the latest batch
+  output, or ``np.empty((0, 0), np.float32)`` before any batch has run.
+* **Deadlines.** ``timeout`` bounds the wait until the request's first batch
+  starts; a request still queued at its deadline (or cancelled) is dropped
+  before it costs compute. Once started, the work is paid for and completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import threading
+import time
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+
+from bowrt.errors import BatcherClosed, BatchFailed, InputTypeError, OptionError, Overloaded, RequestTimeout
+
+__all__ = ["BatcherStats", "DynamicBatcher", "EncodeFn", "Percentiles"]
+
+_WINDOW = 2048  # recent samples kept for the latency percentiles
+
+
+class EncodeFn(Protocol):
+    """What the batcher runs: items in, one row per item out, same order."""
+
+    def __call__(self, items: list[Any], /) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """p50/p90/p99 in milliseconds over the recent window; 0.0 before any sample."""
+
+    p50: float
+    p90: float
+    p99: float
+
+    @classmethod
+    def of(cls, samples: collections.deque[float]) -> Percentiles:
+        if not samples:
+            return cls(0.0, 0.0, 0.0)
+        p50, p90, p99 = np.percentile(np.asarray(samples, dtype=np.float64), [50, 90, 99])
+        return cls(round(float(p50), 3), round(float(p90), 3), round(float(p99), 3))
+
+
+@dataclass(frozen=True)
+class BatcherStats:
+    """A snapshot of the batcher's counters since it started.
+
+    ``dropped`` counts requests never computed (timed out, cancelled, or left
+    queued by ``close(drain=False)``); ``rejected`` counts ``Overloaded``;
+    ``pending`` is the current number of unresolved requests (the queue bound's
+    unit); ``queue_wait_ms`` is enqueue → batch start per request, and
+    ``compute_ms`` is one ``encode_fn`` call per batch.
+    """
+
+    requests: int
+    items: int
+    batches: int
+    mean_batch_size: float
+    failed_batches: int
+    dropped: int
+    rejected: int
+    pending: int
+    queue_wait_ms: Percentiles
+    compute_ms: Percentiles
+
+
+class _Request:
+    """One caller's list of items, its future, and the parts already computed."""
+
+    __slots__ = ("items", "future", "deadline", "enqueued", "parts", "remaining", "started", "dropped")
+
+    def __init__(self, items: list[Any], future: Future, deadline: Optional[float], n_chunks: int):
+        self.items, self.future, self.deadline = items, future, deadline
+        self.enqueued = 0.0
+        self.parts: list[Optional[np.ndarray]] = [None] * n_chunks
+        self.remaining = n_chunks
+        self.started = False  # touched by the worker thread only
+        self.dropped = False
+
+
+class _Chunk:
+    """A slice ``items[start:stop]`` of a request, padded to ``cost`` tokens: the unit the queue holds."""
+
+    __slots__ = ("req", "index", "start", "stop", "rows", "cost")
+
+    def __init__(self, req: _Request, index: int, start: int, stop: int, cost: int):
+        self.req, self.index, self.start, self.stop, self.cost = req, index, start, stop, cost
+        self.rows = stop - start
+
+
+def _check_int(name: str, value: Any, low: int, optional: bool = False) -> Optional[int]:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        tail = " or None" if optional else ""
+        raise OptionError(f"{name} must be an int >= {low}{tail}, got {value!r}")
+    return value
+
+
+def _check_number(name: str, value: Any, unit: str, optional: bool = True) -> Optional[float]:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        tail = " or None" if optional else ""
+        raise OptionError(f"{name} must be a finite number of {unit} >= 0{tail}, got {value!r}")
+    return float(value)
+
+
+class DynamicBatcher:
+    """Gather concurrent requests into batches for one ``encode_fn``.
+
+    ``encode_fn(items) -> np.ndarray`` (one row per item). ``cost_fn(item) ->
+    int`` gives an item's token count; with ``max_batch_tokens`` a batch's cost
+    is ``max(cost) * rows``, padding included as in TEI, because the session
+    pads every row to the longest. ``validate_fn(items)`` runs in the caller's
+    thread before enqueueing, so a bad item fails only its own caller.
+    A batch closes when its rows reach ``max_batch_size``, the next request
+    would break the token budget, or its oldest request has waited
+    ``max_wait_ms``. Close it, or use it as a context manager: its worker is a
+    daemon thread that otherwise lives as long as the process.
+    """
+
+    def __init__(
+        self,
+        encode_fn: EncodeFn,
+        *,
+        max_batch_size: int = 64,
+        max_batch_tokens: Optional[int] = None,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 1024,
+        cost_fn: Optional[Callable[[Any], int]] = None,
+        validate_fn: Optional[Callable[[list[Any]], Any]] = None,
+        name: str = "batcher",
+    ) -> None:
+        if not callable(encode_fn):
+            raise OptionError("encode_fn must be callable: list of items -> np.ndarray, one row per item")
+        for opt, fn in (("cost_fn", cost_fn), ("validate_fn", validate_fn)):
+            if fn is not None and not callable(fn):
+                raise OptionError(f"{opt} must be a callable or None, got {fn!r}")
+        if max_batch_tokens is not None and cost_fn is None:
+            raise OptionError("max_batch_tokens needs cost_fn (item -> token count) to measure items")
+        self._encode_fn = encode_fn
+        self._max_rows = _check_int("max_batch_size", max_batch_size, 1)
+        self._max_tokens = _check_int("max_batch_tokens", max_batch_tokens, 1, optional=True)
+        self._max_wait_s = _check_number("max_wait_ms", max_wait_ms, "milliseconds", optional=False) / 1000.0
+        self._max_queue = _check_int("max_queue", max_queue, 1)
+        self._cost_fn, self._validate_fn = cost_fn, validate_fn
+        self.name = str(name)
+        # One lock, two wait sets: the worker waits for work, blocked submitters for room.
+        lock = threading.RLock()
+        self._work = threading.Condition(lock)
+        self._room = threading.Condition(lock)
+        self._queue: collections.deque[_Chunk] = collections.deque()
+        self._pending = 0
+        self._closed = False
+        self._drain = True
+        self._empty = np.empty((0, 0), np.float32)
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._waits: collections.deque[float] = collections.deque(maxlen=_WINDOW)
+        self._computes: collections.deque[float] = collections.deque(maxlen=_WINDOW)
+        self._thread = threading.Thread(target=self._run, name=f"bowrt-{self.name}", daemon=True)
+        self._thread.start()
+
+    # ----------------------------------------------------------------- callers
+    def submit(
+        self, items: list[Any], timeout: Optional[float] = None, block: bool = False,
+        queue_timeout: Optional[float] = None,
+    ) -> Future:
+        """Enqueue one request; its future resolves to an array of ``len(items)`` rows.
+
+        Raises at once, in the caller: ``BatcherClosed``; ``InputTypeError`` for
+        a non-list; whatever ``validate_fn`` raises; ``Overloaded`` when
+        ``max_queue`` requests are pending (with ``block=True``, after waiting
+        up to ``queue_timeout`` seconds, forever if None, for room).
+        """
+        now = time.monotonic()
+        timeout = _check_number("timeout", timeout, "seconds")
+        queue_timeout = _check_number("queue_timeout", queue_timeout, "seconds")
+        if self._closed:
+            raise BatcherClosed(f"{self.name} is closed and accepts no new requests")
+        if not isinstance(items, (list, tuple)):
+            raise InputTypeError(f"items must be a list, got {type(items).__name__}; wrap one item as [item]")
+        items = list(items)
+        if self._validate_fn is not None:
+            self._validate_fn(items)
+        future: Future = Future()
+        if not items:
+            future.set_result(self._empty.copy())
+            return future
+        spans = self._split(items)
+        req = _Request(items, future, None if timeout is None else now + timeout, len(spans))
+        with self._room:
+            if block:
+                limit = None if queue_timeout is None else time.monotonic() + queue_timeout
+                while not self._closed and self._pending >= self._max_queue:
+                    left = None if limit is None else limit - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    self._room.wait(left)
+            if self._closed:
+                raise BatcherClosed(f"{self.name} is closed and accepts no new requests")
+            if self._pending >= self._max_queue:
+                self._counts["rejected"] += 1
+                raise Overloaded(f"{self.name}: {self._pending} requests pending (max_queue={self._max_queue}); retry later")
+            self._pending += 1
+            self._counts["requests"] += 1
+            self._counts["items"] += len(items)
+            future.add_done_callback(self._release)
+            req.enqueued = time.monotonic()
+            self._queue.extend(_Chunk(req, i, a, b, c) for i, (a, b, c) in enumerate(spans))
+            self._work.notify()
+        return future
+
+    def encode(self, items: list[Any], timeout: Optional[float] = None) -> np.ndarray:
+        """Blocking form of :meth:`submit` (fails fast when full); ``timeout`` bounds the whole wait."""
+        future = self.submit(items, timeout=timeout)
+        try:
+            return future.result(timeout)
+        except RequestTimeout:
+            raise
+        except FutureTimeout:
+            future.cancel()  # still queued: dropped unencoded; already running: result discarded
+            raise RequestTimeout(f"{self.name}: no result within {timeout}s") from None
+
+    async def aencode(self, items: list[Any], timeout: Optional[float] = None) -> np.ndarray:
+        """Asyncio form: awaits the future without blocking the loop; cancelling the task cancels the request."""
+        future = self.submit(items, timeout=timeout)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except RequestTimeout:
+            raise
+        except (asyncio.TimeoutError, FutureTimeout):
+            raise RequestTimeout(f"{self.name}: no result within {timeout}s") from None
+
+    def close(self, drain: bool = True, timeout: Optional[float] = None) -> bool:
+        """Stop accepting; run (``drain=True``) or fail with ``BatcherClosed`` what is queued; stop the worker.
+
+        Returns True once the worker has stopped (False if ``timeout`` ran out first).
+        """
+        timeout = _check_number("timeout", timeout, "seconds")
+        with self._work:
+            self._closed = True
+            self._drain = self._drain and bool(drain)
+            self._work.notify_all()
+            self._room.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def __enter__(self) -> DynamicBatcher:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close(drain=True)
+
+    def stats(self) -> BatcherStats:
+        with self._work:
+            c = self._counts
+            return BatcherStats(
+                requests=c["requests"], items=c["items"], batches=c["batches"],
+                mean_batch_size=round(c["batch_items"] / c["batches"], 3) if c["batches"] else 0.0,
+                failed_batches=c["failed_batches"], dropped=c["dropped"], rejected=c["rejected"],
+                pending=self._pending, queue_wait_ms=Percentiles.of(self._waits),
+                compute_ms=Percentiles.of(self._computes),
+            )
+
+    # ---------------------------------------------------------------- planning
+    def _split(self, items: list[Any]) -> list[tuple[int, int, int]]:
+        """Cut a request into in-order spans ``(start, stop, max cost)`` that each fit one batch."""
+        costs = [0] * len(items) if self._cost_fn is None else [self._cost(item) for item in items]
+        spans, start, peak = [], 0, 0
+        for i, cost in enumerate(costs):
+            rows = i - start
+            if rows and not self._fits(rows, peak, 1, cost):
+                spans.append((start, i, peak))
+                start, peak = i, 0
+            peak = max(peak, cost)
+        spans.append((start, len(items), peak))
+        return spans
+
+    def _cost(self, item: Any) -> int:
+        cost = self._cost_fn(item)  # type: ignore[misc]
+        if isinstance(cost, bool) or not isinstance(cost, (int, np.integer)) or cost < 0:
+            raise OptionError(f"cost_fn must return an int >= 0 (the item's token count), got {cost!r}")
+        return int(cost)
+
+    def _fits(self, rows: int, peak: int, more_rows: int, cost: int) -> bool:
+        """Whether ``more_rows`` rows of ``cost`` tokens join a batch of ``rows`` rows padded to ``peak``."""
+        total = rows + more_rows
+        if total > self._max_rows:
+            return False
+        return self._max_tokens is None or max(peak, cost) * total <= self._max_tokens
+
+    def _release(self, _future: Future) -> None:
+        with self._room:
+            self._pending -= 1
+            self._room.notify()
+
+    # ------------------------------------------------------------------ worker
+    def _run(self) -> None:
+        while True:
+            got = self._collect()
+            if got is None:
+                return
+            batch, dead, abandoned = got
+            self._drop(dead, RequestTimeout, "its deadline passed before it was computed")
+            self._drop(abandoned, BatcherClosed, f"{self.name} was closed with drain=False")
+            if batch:
+                self._execute(batch)
+
+    def _collect(self) -> Optional[tuple[list[_Chunk], list[_Chunk], list[_Chunk]]]:
+        """Wait until a batch is due; return it with the chunks to drop, or None to stop.
+
+        Chunks leave the queue in FIFO order into a batch being formed; the
+        first that does not fit closes the batch, so no request is overtaken.
+        """
+        batch: list[_Chunk] = []
+        dead: list[_Chunk] = []
+        rows = peak = 0
+        with self._work:
+            while True:
+                if self._closed and not self._drain and self._queue:
+                    abandoned = list(self._queue)
+                    self._queue.clear()
+                    return batch, dead, abandoned
+                now = time.monotonic()
+                full = False
+                while self._queue and not full:
+                    chunk = self._queue[0]
+                    req = chunk.req
+                    if req.future.done() or (not req.started and req.deadline is not None and now >= req.deadline):
+                        dead.append(self._queue.popleft())
+                        continue
+                    if batch and not self._fits(rows, peak, chunk.rows, chunk.cost):
+                        full = True
+                        break
+                    batch.append(self._queue.popleft())
+                    rows, peak = rows + chunk.rows, max(peak, chunk.cost)
+                    full = not self._fits(rows, peak, 1, peak)  # nothing more can join
+                if not batch:
+                    if dead or self._closed:
+                        return (batch, dead, []) if dead else None
+                    self._work.wait()
+                    continue
+                due = batch[0].req.enqueued + self._max_wait_s
+                if full or self._closed or now >= due:
+                    return batch, dead, []
+                self._work.wait(due - now)
+
+    def _drop(self, chunks: list[_Chunk], error: type[Exception], why: str) -> None:
+        for chunk in chunks:
+            req = chunk.req
+            if req.dropped or (req.started and req.future.done()):
+                continue  # already dropped, or a sibling chunk failed it
+            req.dropped = True
+            try:
+                req.future.set_exception(error(f"{self.name}: request of {len(req.items)} items dropped: {why}"))
+            except InvalidStateError:
+                pass  # the caller cancelled it
+            with self._work:
+                self._counts["dropped"] += 1
+
+    def _execute(self, batch: list[_Chunk]) -> None:
+        """Run one batch and resolve its callers; never raises, so the worker keeps serving."""
+        now = time.monotonic()
+        live, late, waits = [], [], []
+        for chunk in batch:
+            req = chunk.req
+            if not req.started:
+                if req.dropped or (req.deadline is not None and now >= req.deadline):
+                    late.append(chunk)
+                    continue
+                if not req.future.set_running_or_notify_cancel():
+                    late.append(chunk)  # cancelled while the batch was forming
+                    continue
+                req.started = True
+                waits.append((now - req.enqueued) * 1000.0)
+            elif req.future.done():
+                continue
+            live.append(chunk)
+        self._drop(late, RequestTimeout, "its deadline passed before it was computed")
+        if not live:
+            return
+        items = [item for chunk in live for item in chunk.req.items[chunk.start:chunk.stop]]
+        t0 = time.perf_counter()
+        cause: Optional[BaseException] = None
+        try:
+            out = self._encode_fn(items)
+        except Exception as exc:
+            out, cause = None, exc
+        elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        if cause is None and (not isinstance(out, np.ndarray) or out.ndim < 1 or out.shape[0] != len(items)):
+            shape = getattr(out, "shape", type(out).__name__)
+            problem = f"encode_fn returned {shape} for {len(items)} items; it must return one row per item"
+        else:
+            problem = None if cause is None else f"encode_fn raised {type(cause).__name__}: {cause}"
+        with self._work:
+            self._counts["batches"] += 1
+            self._counts["batch_items"] += len(items)
+            self._counts["failed_batches"] += problem is not None
+            self._computes.append(elapsed_ms)
+            self._waits.extend(waits)
+        if problem is not None:
+            for chunk in live:
+                if not chunk.req.future.done():
+                    error = BatchFailed(f"{self.name}: batch of {len(items)} items failed: {problem}")
+                    error.__cause__ = cause
+                    chunk.req.future.set_exception(error)
+            return
+        self._empty = np.empty((0, *out.shape[1:]), out.dtype)
+        offset = 0
+        for chunk in live:
+            part = out[offset:offset + chunk.rows]
+            offset += chunk.rows
+            req = chunk.req
+            # Copy a shared batch so that no caller's array pins the others' rows.
+            req.parts[chunk.index] = part if len(live) == 1 else part.copy()
+            req.remaining -= 1
+            if req.remaining == 0:
+                result = req.parts[0] if len(req.parts) == 1 else np.concatenate(req.parts, axis=0)
+                req.parts = []
+                req.future.set_result(result)

@@ -1,0 +1,289 @@
+"""The Encoder: bundle in, vectors out.
+
+    enc = Encoder("bundles/int8")
+    q = enc.encode_queries(["who wrote hamlet?"])                 # (1, enc.dim) float32
+    p = enc.encode_passages([("Hamlet", "Hamlet is a tragedy ..."), "untitled text"])
+    scores = q @ p.T
+
+One call: validate every item -> tokenize (query or passage rules) -> plan
+batches under a token budget (sorted by length, padding counted) -> pad each
+batch to its longest row -> run the session -> put rows back in the caller's
+order. Each stage is also public on its own so the dynamic batcher can validate
+and tokenize in the caller's thread and run one merged batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from bowrt.bundle import TOKENIZER_FILE, Manifest, verify_bundle
+from bowrt.errors import OptionError
+from bowrt.runtime.session import GPU_PROVIDERS, SHORT, Session, build_providers, physical_cores
+from bowrt.runtime.tokenize import KINDS, Kind, TextTokenizer, Tokens, tokenize, validate_passages, validate_queries
+
+# Token budget per batch, padding included (rows x longest row). Provisional
+# values, to be replaced by measured ones: on CPU, throughput flattens once a
+# batch holds a few thousand tokens, and a larger one only adds latency and
+# attention memory (quadratic in the row length); a GPU needs far more work
+# per launch to fill its SMs.
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 8192, "gpu": 32768}
+# Cap on rows per batch (queries are short: 8192 tokens would be 600+ rows).
+# It is also the batch dimension of the TensorRT optimization profile.
+DEFAULT_MAX_BATCH_SIZE = 256
+
+
+def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """Group item indices into batches; pure, so it is tested without a model.
+
+    Items are sorted longest first (ties keep the caller's order) so rows of
+    similar length share a batch and little is padded; a batch closes before
+    ``rows x longest`` would exceed ``max_batch_tokens`` or rows would exceed
+    ``max_batch_size``. An item longer than the budget on its own runs alone.
+    Longest first also means the biggest batch runs first: memory trouble shows
+    at once, not at the end of a long call.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
+    for i in order:
+        if cur and ((len(cur) + 1) * longest > max_batch_tokens or len(cur) >= max_batch_size):
+            batches.append(cur)
+            cur = []
+        if not cur:
+            longest = lengths[i]  # sorted: the first row of a batch is its longest
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id rows to the longest one: ``(input_ids, attention_mask)``, int64."""
+    longest = max(len(r) for r in rows)
+    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), longest), dtype=np.int64)
+    for r, seq in enumerate(rows):
+        ids[r, : len(seq)] = seq
+        mask[r, : len(seq)] = 1
+    return ids, mask
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where the most recent encode call spent its time (seconds; perf_counter)."""
+
+    tokenize_s: float
+    batch_s: float  # planning and padding
+    inference_s: float  # session runs, host<->device copies included
+    post_s: float  # restoring order, normalizing
+    rows: int
+    batches: int
+    tokens: int  # real tokens
+    padded_tokens: int  # tokens the model computed, padding included
+
+    @property
+    def total_s(self) -> float:
+        return self.tokenize_s + self.batch_s + self.inference_s + self.post_s
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise OptionError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class Encoder:
+    """Encode queries and passages with a bowrt bundle.
+
+    Args:
+        bundle: the bundle folder. Its manifest and the sha256 of every file are
+            verified before anything is loaded.
+        providers: ``"cpu"``, ``"cuda"``, ``"tensorrt"`` (or full ORT names), or
+            a list of them in order of preference. ``None``: CUDA when this
+            onnxruntime has it, else CPU. A provider asked for that is not
+            available raises :class:`ProviderUnavailableError`. TensorRT runs
+            with CUDA then CPU below it for the nodes it cannot take.
+        threads: ORT intra-op threads; default one per physical core.
+        max_batch_tokens: token budget of one batch, padding included
+            (``rows x longest row``). Default 8192 on CPU, 32768 on GPU
+            (provisional, pending measurement). Larger batches trade latency and
+            memory for throughput.
+        max_batch_size: most rows in one batch (default 256); also the largest
+            batch of the TensorRT optimization profile.
+        device_id: the GPU, for CUDA and TensorRT.
+        cache_dir: where TensorRT keeps its engine and timing caches; default
+            ``<bundle>.trt-cache`` next to the bundle.
+        cpu_mem_arena: use ORT's CPU memory arena (default off: with varying
+            batch shapes it keeps its high-water mark for good; see session.py).
+
+    Unknown options raise :class:`OptionError` listing the valid ones.
+    """
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike[str],
+        providers: str | Sequence[str] | None = None,
+        threads: int | None = None,
+        *,
+        max_batch_tokens: int | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        device_id: int = 0,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cpu_mem_arena: bool = False,
+        **unknown: Any,
+    ):
+        if unknown:
+            valid = [p for p in inspect.signature(Encoder.__init__).parameters if p not in ("self", "bundle", "unknown")]
+            raise OptionError(f"unknown option(s) {', '.join(sorted(unknown))} for Encoder; valid: {', '.join(valid)}")
+        self.threads = physical_cores() if threads is None else _positive_int("threads", threads)
+        self.max_batch_size = _positive_int("max_batch_size", max_batch_size)
+        if max_batch_tokens is not None:
+            _positive_int("max_batch_tokens", max_batch_tokens)
+        device_id = _positive_int("device_id", device_id, minimum=0)
+        if not isinstance(cpu_mem_arena, bool):
+            raise OptionError(f"cpu_mem_arena must be True or False, got {cpu_mem_arena!r}")
+
+        self.bundle_dir = Path(bundle)
+        self.manifest: Manifest = verify_bundle(self.bundle_dir)
+        specs = build_providers(
+            providers, self.manifest, ort.get_available_providers(), self.bundle_dir, cache_dir, device_id,
+            max_batch_size=self.max_batch_size,
+        )
+        rules = self.manifest.text
+        self._tokenizers = {
+            "query": TextTokenizer(self.bundle_dir / TOKENIZER_FILE, rules.query_max_length),
+            "passage": TextTokenizer(self.bundle_dir / TOKENIZER_FILE, rules.passage_max_length),
+        }
+        self._session = Session(
+            self.bundle_dir, self.manifest, specs,
+            explicit=providers is not None, threads=self.threads, device_id=device_id,
+            max_batch_size=self.max_batch_size, cpu_mem_arena=cpu_mem_arena,
+        )
+        on_gpu = self._session.provider in GPU_PROVIDERS
+        self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["gpu" if on_gpu else "cpu"]
+        self.last_timings: Timings | None = None
+
+    # --- what is running ------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.manifest.hidden_size
+
+    @property
+    def variant(self) -> str:
+        return self.manifest.variant
+
+    @property
+    def provider(self) -> str:
+        """The provider really running the graph: ``"cpu"``, ``"cuda"``, ``"tensorrt"`` (or an ORT name)."""
+        return SHORT.get(self._session.provider, self._session.provider)
+
+    @property
+    def providers(self) -> list[str]:
+        """ORT's own list for the session, first = preferred."""
+        return list(self._session.providers)
+
+    def __repr__(self) -> str:
+        return (
+            f"Encoder({str(self.bundle_dir)!r}, variant={self.variant}, provider={self.provider}, "
+            f"threads={self.threads}, max_batch_tokens={self.max_batch_tokens}, max_batch_size={self.max_batch_size})"
+        )
+
+    # --- stages (public for the dynamic batcher) --------------------------------
+    def validate_queries(self, texts: Any) -> list[str]:
+        """Check a request's queries (cheap, no tokenizing); return the texts to tokenize."""
+        return validate_queries(texts, self.manifest.text)
+
+    def validate_passages(self, passages: Any) -> list[str]:
+        """Check a request's passages; return the formatted texts to tokenize."""
+        return validate_passages(passages, self.manifest.text)
+
+    def tokenize_queries(self, texts: Any) -> Tokens:
+        return tokenize(self._tokenizers["query"], "query", self.validate_queries(texts))
+
+    def tokenize_passages(self, passages: Any) -> Tokens:
+        return tokenize(self._tokenizers["passage"], "passage", self.validate_passages(passages))
+
+    def token_count(self, item: Any, kind: Kind = "passage") -> int:
+        """Tokens one item becomes (special tokens included, truncation applied).
+
+        For the dynamic batcher's ``cost_fn``. It tokenizes the item (one Rust
+        call, tens of microseconds for a passage, the character cap bounding
+        the worst case); a caller that wants each text tokenized once keeps the
+        :class:`Tokens` of ``tokenize_*`` (their ``lengths``) and runs them with
+        :meth:`encode_tokens`.
+        """
+        if kind not in KINDS:
+            raise OptionError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        text = self.validate_queries([item]) if kind == "query" else self.validate_passages([item])
+        return len(self._tokenizers[kind].encode(text)[0])
+
+    def encode_tokens(self, tokens: Tokens, normalize: bool | None = None) -> np.ndarray:
+        """Run already tokenized rows: ``[len(tokens), dim]`` float32 in their order."""
+        norm = self._normalize_flag(normalize)
+        n = len(tokens)
+        if n == 0:
+            self.last_timings = Timings(tokens.tokenize_s, 0.0, 0.0, 0.0, 0, 0, 0, 0)
+            return np.zeros((0, self.dim), dtype=np.float32)
+        t0 = time.perf_counter()
+        lengths = tokens.lengths
+        plan = plan_batches(lengths, self.max_batch_tokens, self.max_batch_size)
+        pad_id = self._tokenizers[tokens.kind].pad_id
+        out = np.empty((n, self.dim), dtype=np.float32)
+        batch_s = infer_s = post_s = 0.0
+        padded = 0
+        t_prev = time.perf_counter()
+        batch_s += t_prev - t0
+        for idx in plan:
+            ids, mask = pad_batch([tokens.ids[i] for i in idx], pad_id)
+            t1 = time.perf_counter()
+            vecs = self._session.run(ids, mask)
+            t2 = time.perf_counter()
+            out[idx] = vecs  # back to the caller's order
+            t3 = time.perf_counter()
+            batch_s += t1 - t_prev
+            infer_s += t2 - t1
+            post_s += t3 - t2
+            padded += ids.size
+            t_prev = t3
+        if norm:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        post_s += time.perf_counter() - t_prev
+        self.last_timings = Timings(tokens.tokenize_s, batch_s, infer_s, post_s, n, len(plan), sum(lengths), padded)
+        return out
+
+    # --- the API ---------------------------------------------------------------
+    def encode_queries(self, texts: Sequence[str], normalize: bool | None = None) -> np.ndarray:
+        """Queries -> ``[len(texts), dim]`` float32, truncated at the manifest's query max length.
+
+        ``normalize``: L2-normalize the rows (default: the manifest's ``normalize``,
+        False for bowdpr, whose scores are raw dot products).
+        """
+        self._normalize_flag(normalize)  # fail before any work
+        return self.encode_tokens(self.tokenize_queries(texts), normalize)
+
+    def encode_passages(self, passages: Sequence[Any], normalize: bool | None = None) -> np.ndarray:
+        """Passages -> ``[len(passages), dim]`` float32.
+
+        A passage is a str, a ``(title, text)`` pair, or a dict with ``text`` and
+        optional ``title``; a non-empty title is joined as ``"{title} {text}"``.
+        Truncated at the manifest's passage max length.
+        """
+        self._normalize_flag(normalize)
+        return self.encode_tokens(self.tokenize_passages(passages), normalize)
+
+    def _normalize_flag(self, normalize: Any) -> bool:
+        if normalize is None:
+            return self.manifest.normalize
+        if not isinstance(normalize, bool):
+            raise OptionError(f"normalize must be True, False or None (the bundle's default), got {normalize!r}")
+        return normalize

@@ -1,0 +1,209 @@
+"""Text in, token ids out: input validation, the bundle's text rules, tokenization.
+
+Validation is cheap and happens for a whole request before any tokenizing, so a
+bad item fails the request with nothing half-done, and the dynamic batcher can
+run it in the caller's thread. Tokenizers are configured once, at load, from
+the bundle manifest: truncation at the query or passage max length, no padding
+(padding happens per batch, to the longest row; see ``encoder.pad_batch``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tokenizers import Tokenizer
+
+from bowrt.bundle import TextRules
+from bowrt.errors import BundleFormatError, InputError, InputTypeError
+
+Kind = Literal["query", "passage"]
+KINDS: tuple[Kind, ...] = ("query", "passage")
+# Second, longer prefix for texts the character cap cannot prove exact (see TextTokenizer).
+FALLBACK_FACTOR = 8
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Token ids of one request, unpadded, in the caller's order.
+
+    The dynamic batcher tokenizes in the caller's thread (``Encoder.tokenize_*``),
+    uses ``lengths`` as its cost, joins requests with :meth:`concat` and hands the
+    result to ``Encoder.encode_tokens``: each text is tokenized exactly once.
+    """
+
+    kind: Kind
+    ids: tuple[list[int], ...]
+    tokenize_s: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(row) for row in self.ids]
+
+    @classmethod
+    def concat(cls, parts: Sequence[Tokens]) -> Tokens:
+        kinds = {p.kind for p in parts}
+        if len(kinds) > 1:
+            raise InputError(f"cannot join queries and passages in one batch (got kinds {sorted(kinds)})")
+        kind = kinds.pop() if kinds else "passage"
+        ids = tuple(row for p in parts for row in p.ids)
+        return cls(kind, ids, sum(p.tokenize_s for p in parts))
+
+
+# --- validation and text rules ---------------------------------------------------
+def _check_container(items: Any, what: str, one: str) -> None:
+    if isinstance(items, (str, bytes)):
+        # Iterating a str would encode it character by character: a classic mistake.
+        raise InputTypeError(
+            f"{what} must be a list or tuple, got a bare {type(items).__name__}: "
+            f"wrap a single {one} in a list, e.g. [{one}]"
+        )
+    if not isinstance(items, (list, tuple)):
+        raise InputTypeError(
+            f"{what} must be a list or tuple, got {type(items).__name__}; convert it with list(...)"
+        )
+
+
+def _type_hint(x: Any) -> str:
+    if x is None:
+        return "None"
+    if isinstance(x, (bytes, bytearray)):
+        return f"{type(x).__name__} (decode it first, e.g. x.decode('utf-8'))"
+    return type(x).__name__
+
+
+def validate_queries(items: Any, rules: TextRules) -> list[str]:
+    """Check every query and return the texts to tokenize (query prefix applied)."""
+    _check_container(items, "queries", "query")
+    out = []
+    for i, q in enumerate(items):
+        if not isinstance(q, str):
+            raise InputTypeError(f"queries[{i}] is {_type_hint(q)}; each query must be a str")
+        out.append(rules.query_prefix + q)
+    return out
+
+
+def format_passage(item: Any, index: int, rules: TextRules) -> str:
+    """One passage item -> the text the model sees.
+
+    An item is a str, a ``(title, text)`` pair (tuple or list), or a dict with
+    ``text`` and an optional ``title`` (other keys, e.g. an id, are ignored).
+    A non-empty title gives ``passage_format`` (``"{title} {text}"``: one
+    segment, no [SEP] between), otherwise the text alone; then the passage prefix.
+    """
+    where = f"passages[{index}]"
+    if isinstance(item, str):
+        title, text = None, item
+    elif isinstance(item, (tuple, list)):
+        if len(item) != 2:
+            raise InputError(f"{where} is a {type(item).__name__} of {len(item)} items; a pair must be (title, text)")
+        title, text = item
+    elif isinstance(item, dict):
+        if "text" not in item:
+            raise InputError(f"{where} is a dict without a 'text' key (keys: {sorted(map(str, item))}); expected {{'title': ..., 'text': ...}}")
+        title, text = item.get("title"), item["text"]
+    else:
+        raise InputTypeError(f"{where} is {_type_hint(item)}; a passage must be a str, a (title, text) pair or a dict with 'text'")
+    if not isinstance(text, str):
+        raise InputTypeError(f"{where}: text is {_type_hint(text)}; it must be a str")
+    if title is not None and not isinstance(title, str):
+        raise InputTypeError(f"{where}: title is {_type_hint(title)}; it must be a str or None")
+    body = rules.passage_format.format(title=title, text=text) if title and title.strip() else text
+    return rules.passage_prefix + body
+
+
+def validate_passages(items: Any, rules: TextRules) -> list[str]:
+    """Check every passage and return the texts to tokenize."""
+    _check_container(items, "passages", "passage")
+    return [format_passage(p, i, rules) for i, p in enumerate(items)]
+
+
+# --- tokenization ----------------------------------------------------------------
+class TextTokenizer:
+    """One ``tokenizers.Tokenizer`` configured for one max length.
+
+    Queries and passages get separate instances: truncation is a property of
+    the tokenizer object, and setting it per call would race between threads.
+    """
+
+    def __init__(self, path: str | Path, max_length: int):
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as e:  # the Rust side raises plain Exception
+            raise BundleFormatError(f"cannot load tokenizer {str(path)!r}: {e}") from e
+        # Override whatever the file says (some tokenizer.json files pad to max length).
+        tok.no_padding()
+        tok.enable_truncation(max_length=max_length)
+        self._tok = tok
+        self.max_length = max_length
+        pad = tok.token_to_id("[PAD]")
+        self.pad_id = 0 if pad is None else pad
+        # Character cap: only the first max_length tokens are kept, so never hand
+        # megabytes to the tokenizer. Safe for WordPiece because words are
+        # bounded: a word (split at whitespace and punctuation) longer than
+        # max_input_chars_per_word (100 for BERT) is one [UNK]. So if the cut text
+        # fills max_length tokens and the last kept token ends at least two word
+        # lengths before the cut, every kept token's word lies wholly inside the
+        # cut, and the ids equal those of the full text (`_cut_is_exact`). Natural
+        # text (~5 chars a token) always passes; text averaging hundreds of chars
+        # a token (runs of spaces, endless words) is retokenized from a prefix
+        # FALLBACK_FACTOR times longer, and that is where we stop: no input,
+        # however crafted, costs more than a bounded prefix. BPE/Unigram words
+        # are unbounded, so those tokenizers get no cap.
+        self._word_chars: int | None = getattr(tok.model, "max_input_chars_per_word", None)
+        self.char_cap: int | None = max_length * self._word_chars if self._word_chars else None
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids (with [CLS]/[SEP]), truncated at max_length, unpadded."""
+        if not texts:
+            return []
+        try:
+            return self._encode(texts)
+        except TypeError:
+            # Lone surrogates ("\ud800" from JSON escapes or surrogateescape'd
+            # bytes) are not Unicode scalar values and the Rust side refuses the
+            # whole batch: replace them, as a decoder would, and retry.
+            return self._encode([_SURROGATES.sub("\ufffd", t) for t in texts])
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        cap = self.char_cap
+        if cap is None:
+            return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=True)]
+        cut = [t if len(t) <= cap else t[:cap] for t in texts]
+        encs = self._tok.encode_batch(cut, add_special_tokens=True)
+        ids = [e.ids for e in encs]
+        redo = [
+            i for i, (t, e) in enumerate(zip(texts, encs))
+            if len(t) > cap and not self._cut_is_exact(e, cap)
+        ]
+        if redo:
+            longer = cap * FALLBACK_FACTOR
+            full = self._tok.encode_batch([texts[i][:longer] for i in redo], add_special_tokens=True)
+            for i, e in zip(redo, full):
+                ids[i] = e.ids
+        return ids
+
+    def _cut_is_exact(self, enc: Any, cut_len: int) -> bool:
+        # Exact when truncation kicked in (the full text cannot have fewer tokens)
+        # and every kept token's word ends inside the cut text, before a boundary
+        # character: the last kept token ends at `end`, its word at most one max
+        # word length later. The margin is doubled for normalizers that drop
+        # characters (accents, control chars) inside a word.
+        if len(enc.ids) < self.max_length:
+            return False
+        end = max((e for _, e in enc.offsets), default=0)
+        return end + 2 * self._word_chars + 1 <= cut_len
+
+
+def tokenize(tokenizer: TextTokenizer, kind: Kind, texts: list[str]) -> Tokens:
+    t0 = time.perf_counter()
+    ids = tokenizer.encode(texts)
+    return Tokens(kind, tuple(ids), time.perf_counter() - t0)
