@@ -90,20 +90,43 @@ class _Probe:
         return metrics
 
 
-def _int8_search(fused: Path, work: Path, probe: _Probe, gates: dict[str, float], log: Log) -> tuple[Path, dict, dict]:
-    """Quantize, keeping more layer roles in fp32 until the gates pass (or every option is tried)."""
+def _ref_vectors(src: source.Source, ids: list[list[int]]) -> np.ndarray:
+    return probes.encode_ids(probes.torch_runner(src.model, src.pooling), ids)
+
+
+def _int8(
+    fused: Path, work: Path, src: source.Source, tokenizer: Any, rules: TextRules, probe: _Probe,
+    gates: dict[str, float], method: str, log: Log,
+) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Build the int8 graph; for smoothquant, keep the most error-prone nodes in fp32 until
+    the calibration texts (never the probes) reach the search target or the fp32 cap is hit."""
+    import onnx
+
+    path = work / "model.int8.onnx"
+    if method == "dynamic":
+        return path, int8.quantize_dynamic_int8(fused, path), {}
+    cal = probes.load_text_set("calibration")
+    cal_q, cal_p = probes.tokenized(tokenizer, cal, rules)
+    batches = [(ids, mask) for _, ids, mask in probes.padded_batches(cal_q + cal_p, 16)]
+    model = onnx.load(str(fused))
+    targets = int8.find_targets(model)
+    amax, samples = int8.activation_stats(fused, targets, batches)
+    order = [name for name, _ in int8.sensitivity_order(model, amax, samples)]
+    ref_q, ref_p = _ref_vectors(src, cal_q), _ref_vectors(src, cal_p)
+    target = {k: max(v, gates.get(k, 0.0)) for k, v in parity.INT8_SEARCH_TARGET.items()}
+    max_fp32 = max(1, round(len(targets) * parity.INT8_MAX_FP32_FRACTION))
     tried = []
-    for n_kept in range(len(int8.ROLES)):
-        kept = int8.ROLES[:n_kept]
-        path = work / f"model.int8-{n_kept}.onnx"
-        info = int8.quantize_dynamic_int8(fused, path, keep_fp32_roles=kept)
-        metrics = probe.measure(path)
-        tried.append({"fp32_roles": list(kept), **{k: metrics[k] for k in ("min_cosine", "overlap_at_10")}})
-        log(f"  int8 with {list(kept) or 'nothing'} kept fp32: " + parity.format_report("int8", metrics, gates))
-        if parity.check_gates(metrics, gates).passed:
+    for n_fp32 in range(max_fp32 + 1):
+        info = int8.quantize_smooth(fused, path, amax, keep_fp32=frozenset(order[:n_fp32]))
+        run = probes.ort_runner(str(path))
+        got = parity.compare(ref_q, ref_p, probes.encode_ids(run, cal_q), probes.encode_ids(run, cal_p))
+        tried.append({"fp32_nodes": n_fp32, "min_cosine": got["min_cosine"], "overlap_at_10": got["overlap_at_10"]})
+        log(f"  int8 with {n_fp32} node(s) in fp32, on the calibration texts: min cos {got['min_cosine']:.5f}, "
+            f"overlap@10 {got['overlap_at_10']:.3f}")
+        if parity.check_gates(got, target).passed:
             break
-    info["search"] = tried
-    return path, info, metrics
+    info["calibration"] = {**cal.describe(), "search_target": target, "search": tried}
+    return path, info, {}
 
 
 def export_model(
@@ -117,6 +140,7 @@ def export_model(
     query_max_length: int | None = None,
     passage_max_length: int | None = None,
     gates: list[str] | dict[str, dict[str, float]] | None = None,
+    int8_method: str = "smoothquant",
     log: Log = _stderr,
 ) -> dict[str, Manifest]:
     """Export ``model`` into ``out/<variant>/`` bundles; returns their manifests.
@@ -125,6 +149,8 @@ def export_model(
     that fails its gate raises :class:`ParityGateError` and writes nothing.
     """
     variants = parse_variants(variants)
+    if int8_method not in int8.METHODS:
+        raise OptionError(f"unknown int8 method {int8_method!r}; valid: {', '.join(int8.METHODS)}")
     gate_table = gates if isinstance(gates, dict) else parity.parse_gates(gates)
     out = Path(out)
     if out.exists() and not force:
@@ -165,7 +191,8 @@ def export_model(
                 info = fp16.to_fp16(fused, path)
                 built[variant] = (path, info, probe.measure(path))
             else:
-                built[variant] = _int8_search(fused, work, probe, gate_table[variant], log)
+                path, info, _ = _int8(fused, work, src, tokenizer, rules, probe, gate_table[variant], int8_method, log)
+                built[variant] = (path, info, probe.measure(path))
             metrics = built[variant][2]
             log("  " + parity.format_report(variant, metrics, gate_table[variant]))
             verdict = parity.check_gates(metrics, gate_table[variant])
