@@ -1,0 +1,238 @@
+"""Export stage: graph shape and fusions, manifest, parity gates, verification, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from bowrt.bundle import FORMAT_VERSION, MANIFEST, read_manifest, verify_bundle, write_bundle
+from bowrt.errors import (
+    BundleChecksumError,
+    BundleError,
+    BundleFormatError,
+    BundleMissingFileError,
+    ModelNotFoundError,
+    OptionError,
+    ParityGateError,
+    UnsupportedModelError,
+)
+from bowrt.export import export_model
+from bowrt.export.probes import load_text_set
+from reference import torch_reference
+
+TEXTS = [
+    "who wrote the opera carmen?",
+    "Carmen is an opera in four acts by the French composer Georges Bizet.",
+    "",
+    "Dvořák 🎻 — ünïcödé, עברית, 中文",
+    "word " * 400,
+]
+
+
+def ort_vectors(bundle: Path, texts: list[str], max_length: int) -> np.ndarray:
+    """Run a bundle's graph directly with the bundle's tokenizer (no bowrt runtime)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    tok.enable_truncation(max_length)
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    out = []
+    for text in texts:
+        ids = np.array([tok.encode(text).ids], dtype=np.int64)
+        out.append(sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0])
+    return np.concatenate(out)
+
+
+def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+# --- graph and manifest ----------------------------------------------------------
+def test_graph_io_and_fused_operators(tiny_bundles):
+    model = onnx.load(str(tiny_bundles["fp32"] / "model.onnx"))
+    inputs = {i.name: i for i in model.graph.input}
+    assert list(inputs) == ["input_ids", "attention_mask"]
+    for i in inputs.values():
+        assert i.type.tensor_type.elem_type == onnx.TensorProto.INT64
+        dims = [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+        assert dims == ["batch", "sequence"]
+    (out,) = model.graph.output
+    assert out.name == "embedding"
+    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["batch", 64]
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu"} <= ops
+
+
+def test_manifest_records_the_evaluation_setup(tiny_bundles):
+    for variant, folder in tiny_bundles.items():
+        m = verify_bundle(folder)
+        raw = json.loads((folder / MANIFEST).read_text())
+        assert raw["format_version"] == FORMAT_VERSION
+        assert m.variant == variant
+        assert (m.hidden_size, m.num_layers, m.num_heads, m.pooling) == (64, 2, 4, "cls")
+        assert (m.text.query_max_length, m.text.passage_max_length) == (32, 256)
+        assert m.text.format_passage("Title", "text") == "Title text"
+        assert m.text.format_passage("", "text") == "text"
+        assert m.text.token_type_ids == "zeros" and m.normalize is False and m.similarity == "dot"
+        assert set(m.files) == {"model.onnx", "tokenizer.json"}
+        assert all(len(e["sha256"]) == 64 for e in m.files.values())
+        assert {"torch", "transformers", "onnxruntime", "onnx", "bowrt"} <= set(m.tools)
+        metrics = m.parity["metrics"]
+        assert {"min_cosine", "mean_cosine", "max_abs_diff", "overlap_at_10", "batch_invariance_min_cosine"} <= set(metrics)
+        assert m.parity["probe_set"]["queries"] + m.parity["probe_set"]["passages"] >= 64
+    assert read_manifest(tiny_bundles["int8"]).quantization["method"] == "smoothquant"
+
+
+def test_probe_set_is_varied():
+    probes = load_text_set("probes")
+    calibration = load_text_set("calibration")
+    assert len(probes.queries) + len(probes.passages) >= 64
+    lengths = [len(t.split()) for _, t in probes.passages]
+    assert min(lengths) < 20 and max(lengths) > 250
+    assert any(not title for title, _ in probes.passages) and any(title for title, _ in probes.passages)
+    assert not set(probes.queries) & set(calibration.queries)
+    assert not {t for _, t in probes.passages} & {t for _, t in calibration.passages}
+
+
+# --- parity, independent of the export code ------------------------------------
+@pytest.mark.parametrize("model", ["tiny", "minilm"])
+def test_fp32_parity_against_pytorch(model, tiny_model_dir, tiny_bundles, minilm_dir, minilm_bundles):
+    folder, bundles = (tiny_model_dir, tiny_bundles) if model == "tiny" else (minilm_dir, minilm_bundles)
+    pooling = read_manifest(bundles["fp32"]).pooling
+    ref = torch_reference(folder, TEXTS, 256, pooling)
+    got = ort_vectors(bundles["fp32"], TEXTS, 256)
+    assert cos(ref, got).min() >= 0.99999
+    assert np.abs(ref - got).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_fp16_parity_on_real_weights(minilm_dir, minilm_bundles):
+    probes = load_text_set("probes")
+    texts = list(probes.queries[:16]) + [f"{t} {x}" if t else x for t, x in probes.passages[:16]]
+    ref = torch_reference(minilm_dir, texts, 256, "mean")
+    got = ort_vectors(minilm_bundles["fp16"], texts, 256)
+    assert cos(ref, got).min() >= 0.999
+    m = read_manifest(minilm_bundles["fp16"])
+    assert m.parity["metrics"]["min_cosine"] >= 0.999
+    graph = onnx.load(str(minilm_bundles["fp16"] / "model.onnx")).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+
+
+def test_int8_gates_on_real_weights(minilm_bundles):
+    m = read_manifest(minilm_bundles["int8"])
+    metrics = m.parity["metrics"]
+    assert metrics["min_cosine"] >= 0.99
+    assert metrics["overlap_at_10"] >= 0.95
+    assert m.quantization["calibration"]["sha256"] == load_text_set("calibration").sha256
+    assert m.quantization["fp32_nodes"] == sorted(m.quantization["fp32_nodes"])
+    assert (minilm_bundles["int8"] / "model.onnx").stat().st_size < 0.75 * (minilm_bundles["fp32"] / "model.onnx").stat().st_size
+
+
+# --- verification --------------------------------------------------------------
+@pytest.fixture
+def bundle_copy(tiny_bundles, tmp_path) -> Path:
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundles["fp32"], dst)
+    return dst
+
+
+def test_verify_detects_tampering(bundle_copy):
+    verify_bundle(bundle_copy)
+    data = bytearray((bundle_copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle_copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleChecksumError, match="model.onnx"):
+        verify_bundle(bundle_copy)
+
+
+def test_verify_detects_missing_file_and_unknown_version(bundle_copy):
+    (bundle_copy / "tokenizer.json").unlink()
+    with pytest.raises(BundleMissingFileError, match="tokenizer.json"):
+        verify_bundle(bundle_copy)
+    raw = json.loads((bundle_copy / MANIFEST).read_text())
+    raw["format_version"] = 99
+    (bundle_copy / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(BundleFormatError, match="version 99"):
+        verify_bundle(bundle_copy)
+    (bundle_copy / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleFormatError):
+        verify_bundle(bundle_copy)
+    (bundle_copy / MANIFEST).unlink()
+    with pytest.raises(BundleMissingFileError):
+        verify_bundle(bundle_copy)
+
+
+def test_write_is_atomic(tiny_bundles, tmp_path, monkeypatch):
+    import bowrt.bundle as bundle_mod
+
+    m = read_manifest(tiny_bundles["fp32"])
+    files = {name: tiny_bundles["fp32"] / name for name in m.files}
+
+    def broken(_folder):
+        raise BundleChecksumError("simulated failure while verifying")
+
+    monkeypatch.setattr(bundle_mod, "verify_bundle", broken)
+    with pytest.raises(BundleChecksumError):
+        write_bundle(tmp_path / "out", m, files)
+    assert list(tmp_path.iterdir()) == []  # no half-written bundle, no temp folder left
+    monkeypatch.undo()
+    write_bundle(tmp_path / "out", m, files)
+    with pytest.raises(BundleError, match="already exists"):
+        write_bundle(tmp_path / "out", m, files)
+    write_bundle(tmp_path / "out", m, files, force=True)
+    verify_bundle(tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# --- refusals ------------------------------------------------------------------
+def test_existing_output_refused_without_force(tiny_model_dir, tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(BundleError, match="--force"):
+        export_model(str(tiny_model_dir), tmp_path / "out", ("fp32",), log=lambda _m: None)
+
+
+def test_unknown_variant_lists_valid_ones(tiny_model_dir, tmp_path):
+    with pytest.raises(OptionError, match="fp32, fp16, int8"):
+        export_model(str(tiny_model_dir), tmp_path / "out", ("fp8",), log=lambda _m: None)
+    with pytest.raises(OptionError, match="smoothquant"):
+        export_model(str(tiny_model_dir), tmp_path / "out", ("int8",), int8_method="magic", log=lambda _m: None)
+
+
+def test_failed_gate_writes_nothing(tiny_model_dir, tmp_path):
+    with pytest.raises(ParityGateError, match="fp32 failed"):
+        export_model(str(tiny_model_dir), tmp_path / "out", ("fp32",), gates=["fp32.min_cosine=1.5"], log=lambda _m: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_gate_spec(tiny_model_dir, tmp_path):
+    with pytest.raises(OptionError, match="VARIANT.METRIC=VALUE"):
+        export_model(str(tiny_model_dir), tmp_path / "out", ("fp32",), gates=["nonsense"], log=lambda _m: None)
+
+
+def test_not_a_model_folder(tmp_path):
+    with pytest.raises(UnsupportedModelError, match="config.json"):
+        export_model(str(tmp_path), tmp_path / "out", ("fp32",), log=lambda _m: None)
+
+
+def test_not_a_bert_encoder(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2Model"]}))
+    with pytest.raises(UnsupportedModelError, match="BERT"):
+        export_model(str(tmp_path), tmp_path / "out", ("fp32",), log=lambda _m: None)
+
+
+def test_hub_model_offline_says_how_to_pass_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="local"):
+        export_model("bowdpr/bowdpr_wiki_triviaft", tmp_path / "out", ("fp32",), log=lambda _m: None)
+
+
+def test_sentence_transformers_settings_are_read(minilm_bundles):
+    m = read_manifest(minilm_bundles["fp32"])
+    assert m.pooling == "mean" and m.normalize is True and m.hidden_size == 384 and m.num_layers == 6
