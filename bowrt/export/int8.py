@@ -125,38 +125,57 @@ def quantization_error(x: np.ndarray, w: np.ndarray, s: np.ndarray, unsigned: bo
     return float(np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
-def sensitivity_order(
-    model: Any, amax: dict[str, np.ndarray], samples: dict[str, np.ndarray], alpha: float = DEFAULT_ALPHA
-) -> list[tuple[str, float]]:
-    """Targets sorted by simulated quantization error, worst first."""
-    from onnx import numpy_helper
-
-    targets = find_targets(model)
-    weights = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in model.graph.initializer}
-    smooth = smoothing_factors(targets, weights, amax, alpha)
-    errs = [
-        (t.name, quantization_error(samples[t.x], weights[t.weight], smooth[t.name], t.role == "ffn_out"))
-        for t in targets
-    ]
-    return sorted(errs, key=lambda e: -e[1])
-
-
-def smoothing_factors(targets: list[Target], weights: dict[str, np.ndarray], amax: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
+def smoothing_factors(
+    targets: list[Target], weights: dict[str, np.ndarray], amax: dict[str, np.ndarray], alpha: float | dict[str, float]
+) -> dict[str, np.ndarray]:
+    """s_j = amax_j^α / wmax_j^(1-α) per input channel j of each target (α per target or shared)."""
     out = {}
     for t in targets:
+        a = alpha[t.name] if isinstance(alpha, dict) else alpha
         w = np.abs(weights[t.weight]).max(1)
         x = amax[t.x] + (GELU_MIN if t.role == "ffn_out" else 0.0)
-        s = np.power(np.maximum(x, 1e-5), alpha) / np.power(np.maximum(w, 1e-5), 1 - alpha)
+        s = np.power(np.maximum(x, 1e-5), a) / np.power(np.maximum(w, 1e-5), 1 - a)
         out[t.name] = np.clip(s, 1e-4, 1e4).astype(np.float32)
     return out
 
 
-class _Builder:
-    """Collects new nodes and initializers while the graph is rewritten."""
+ALPHA_GRID = (0.4, 0.5, 0.6, 0.7)
 
-    def __init__(self) -> None:
+
+def choose_alphas(
+    model: Any, amax: dict[str, np.ndarray], samples: dict[str, np.ndarray], grid: tuple[float, ...] = ALPHA_GRID
+) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    """Per target, the α with the least simulated error on the calibration rows; and the
+    targets sorted by that error, worst first (the order in which to keep them in fp32)."""
+    from onnx import numpy_helper
+
+    targets = find_targets(model)
+    weights = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in model.graph.initializer}
+    best: dict[str, tuple[float, float]] = {}
+    for a in grid:
+        smooth = smoothing_factors(targets, weights, amax, a)
+        for t in targets:
+            err = quantization_error(samples[t.x], weights[t.weight], smooth[t.name], t.role == "ffn_out")
+            if t.name not in best or err < best[t.name][1]:
+                best[t.name] = (a, err)
+    alphas = {name: a for name, (a, _) in best.items()}
+    order = sorted(((name, err) for name, (_, err) in best.items()), key=lambda e: -e[1])
+    return alphas, order
+
+
+class _Builder:
+    """Collects new nodes and initializers while the graph is rewritten.
+
+    Small operators cost ~10 µs each at batch 1, so everything that depends only on
+    the batch shape (row count, zero points, output shapes) is built once per graph
+    and shared by every quantized MatMul.
+    """
+
+    def __init__(self, ids_input: str) -> None:
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
+        self.ids = ids_input
+        self._shared: dict[Any, str] = {}
 
     def const(self, name: str, value: Any) -> str:
         from onnx import numpy_helper
@@ -171,35 +190,55 @@ class _Builder:
         self.nodes.append(helper.make_node(op, inputs, [output], name=output, domain=domain, **attrs))
         return output
 
-    def per_token_matmul(self, p: str, x: str, w: np.ndarray, unsigned: bool) -> str:
-        """Nodes for ``x @ w`` with int8 weights per output channel and per-token activation scales."""
+    def _batch_shape(self) -> str:  # [B, S]
+        if "bs" not in self._shared:
+            self._shared["bs"] = self.node("Shape", [self.ids], "q8/shared/batch_shape")
+        return self._shared["bs"]
+
+    def zero_points(self, zp: int) -> str:
+        """A uint8 vector of B*S zero points, one per token row."""
         from onnx import numpy_helper
 
-        k = w.shape[0]
+        if ("zp", zp) not in self._shared:
+            if "rows" not in self._shared:
+                self._shared["rows"] = self.node("ReduceProd", [self._batch_shape()], "q8/shared/rows", keepdims=1)
+            self._shared[("zp", zp)] = self.node(
+                "ConstantOfShape", [self._shared["rows"]], f"q8/shared/zp{zp}",
+                value=numpy_helper.from_array(np.array([zp], np.uint8)),
+            )
+        return self._shared[("zp", zp)]
+
+    def out_shape(self, n: int) -> str:  # [B, S, n]
+        if ("shape", n) not in self._shared:
+            self._shared[("shape", n)] = self.node(
+                "Concat", [self._batch_shape(), self.const(f"q8/shared/n{n}", np.array([n], np.int64))],
+                f"q8/shared/shape{n}", axis=0,
+            )
+        return self._shared[("shape", n)]
+
+    def per_token_matmul(self, p: str, x: str, w: np.ndarray, unsigned: bool, out: str) -> str:
+        """Nodes for ``out = x @ w`` with int8 weights per output channel and per-token activation scales."""
+        k, n = w.shape
         w_scale = (np.maximum(np.abs(w).max(0), 1e-12) / 127).astype(np.float32)
         w_q = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
         # Signed inputs: symmetric, zero point 128 (u8). Unsigned: 0..255, zero point 0.
         zp, levels = (0, 255) if unsigned else (128, 127)
-        peak = x if unsigned else self.node("Abs", [x], f"{p}/abs")
-        amax = self.node("ReduceMax", [peak], f"{p}/amax", axes=[-1], keepdims=1)
+        # Token rows: QuantizeLinear takes one scale per index along one axis.
+        x_2d = self.node("Reshape", [x, self.const(f"{p}/shape_2d", np.array([-1, k], np.int64))], f"{p}/x_2d")
+        peak = x_2d if unsigned else self.node("Abs", [x_2d], f"{p}/abs")
+        amax = self.node("ReduceMax", [peak], f"{p}/amax", axes=[1], keepdims=0)
         amax = self.node("Max", [amax, self.const(f"{p}/eps", np.float32(1e-8))], f"{p}/amax_eps")
         scale = self.node("Mul", [amax, self.const(f"{p}/inv_levels", np.float32(1 / levels))], f"{p}/scale")
-        # QuantizeLinear takes one scale per index along one axis: flatten tokens to rows.
-        scale_1d = self.node("Reshape", [scale, self.const(f"{p}/flat", np.array([-1], np.int64))], f"{p}/scale_1d")
-        zp_1d = self.node(
-            "ConstantOfShape", [self.node("Shape", [scale_1d], f"{p}/rows")], f"{p}/zp",
-            value=numpy_helper.from_array(np.array([zp], np.uint8)),
-        )
-        x_2d = self.node("Reshape", [x, self.const(f"{p}/shape_2d", np.array([-1, k], np.int64))], f"{p}/x_2d")
-        q_2d = self.node("QuantizeLinear", [x_2d, scale_1d, zp_1d], f"{p}/q_2d", axis=0)
-        q = self.node("Reshape", [q_2d, self.node("Shape", [x], f"{p}/x_shape")], f"{p}/q")
+        q = self.node("QuantizeLinear", [x_2d, scale, self.zero_points(zp)], f"{p}/q", axis=0)
         y = self.node(
             "MatMulIntegerToFloat",
             [q, self.const(f"{p}/w_q", w_q), self.const(f"{p}/one", np.float32(1.0)),
              self.const(f"{p}/w_scale", w_scale), self.const(f"{p}/a_zp", np.uint8(zp))],
             f"{p}/y_unscaled",
         )
-        return self.node("Mul", [y, scale], f"{p}/y")
+        col = self.node("Unsqueeze", [scale, self.const(f"{p}/axis1", np.array([1], np.int64))], f"{p}/scale_col")
+        y = self.node("Mul", [y, col], f"{p}/y_2d")
+        return self.node("Reshape", [y, self.out_shape(n)], out)
 
 
 def quantize_smooth(
@@ -207,7 +246,7 @@ def quantize_smooth(
     dst: Path,
     amax: dict[str, np.ndarray],
     *,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: float | dict[str, float] = DEFAULT_ALPHA,
     keep_fp32: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Rewrite ``fused`` into the smoothquant per-token int8 graph at ``dst``."""
@@ -225,52 +264,77 @@ def quantize_smooth(
         for name in node.input:
             consumers.setdefault(name, []).append(node)
 
-    b = _Builder()
+    # The attention output projection's smoothing is folded into the V columns of the
+    # QKV projection (attention is linear in V), so it costs no operator at run time.
+    output_of = {node.name: node.output[0] for node in graph.node}
+    v_fold: dict[str, np.ndarray] = {}  # Attention node -> the 1/s to apply to its V columns
+    folded_into_v: set[str] = set()  # attn_out MatMuls whose input arrives already smoothed
+    for t in targets.values():
+        nxt = consumers.get(output_of[t.name], [])
+        if t.op == "Attention" and len(nxt) == 1 and nxt[0].name in targets and nxt[0].name not in keep_fp32:
+            v_fold[t.name] = smooth[nxt[0].name]
+            folded_into_v.add(nxt[0].name)
+
+    b = _Builder(graph.input[0].name)
     bias_delta: dict[str, np.ndarray] = {}
     for node in graph.node:
         t = targets.get(node.name)
-        if t is None or t.name in keep_fp32:
+        if t is None:
             b.nodes.append(node)
             continue
         p = f"q8/{node.name.strip('/')}"
-        w = weights[t.weight] * smooth[t.name][:, None]
+        w = weights[t.weight]
+        if t.op == "Attention" and t.name in v_fold:
+            hidden = w.shape[1] // 3
+            inv = np.concatenate([np.ones(2 * hidden, np.float32), 1 / v_fold[t.name]])
+            w = w * inv[None, :]
+            bias = b.const(f"{p}/qkv_bias", (weights[node.input[2]] * inv).astype(np.float32))
+        else:
+            bias = node.input[2] if t.op == "Attention" else ""
+        if t.name in keep_fp32:
+            if t.op == "Attention" and t.name in v_fold:
+                node.input[1] = b.const(f"{p}/qkv_weight_fp32", w.astype(np.float32))
+                node.input[2] = bias
+            b.nodes.append(node)
+            continue
+        w = w * smooth[t.name][:, None]
         x = t.x
         unsigned = t.role == "ffn_out"
         if unsigned:
             x = b.node("Add", [x, b.const(f"{p}/shift", np.float32(GELU_MIN))], f"{p}/x_shifted")
-        x = b.node("Mul", [x, b.const(f"{p}/inv_smooth", (1 / smooth[t.name]).astype(np.float32))], f"{p}/x_smooth")
-        y = b.per_token_matmul(p, x, w, unsigned)
+        if t.name not in folded_into_v:
+            x = b.node("Mul", [x, b.const(f"{p}/inv_smooth", (1 / smooth[t.name]).astype(np.float32))], f"{p}/x_smooth")
         if unsigned:
             # (x + c) @ W = x @ W + c * colsum(W): take it back out through the next bias.
             nxt = consumers[node.output[0]]
             if len(nxt) != 1 or nxt[0].op_type != "SkipLayerNormalization" or len(nxt[0].input) < 5:
                 raise ValueError(f"{node.name}: expected one SkipLayerNormalization with a bias after the FFN output")
-            bias = nxt[0].input[4]
-            bias_delta[bias] = bias_delta.get(bias, 0) - GELU_MIN * weights[t.weight].sum(0)
+            name = nxt[0].input[4]
+            bias_delta[name] = bias_delta.get(name, 0) - GELU_MIN * weights[t.weight].sum(0)
         if t.op == "MatMul":
-            b.nodes.append(helper.make_node("Identity", [y], [node.output[0]], name=f"{p}/out"))
-        else:
-            hidden = w.shape[1] // 3
-            heads = next(a.i for a in node.attribute if a.name == "num_heads")
-            split = helper.make_node(
-                "Split", [y, b.const(f"{p}/qkv_sizes", np.array([hidden] * 3, np.int64))],
-                [f"{p}/query", f"{p}/key", f"{p}/value"], name=f"{p}/split", axis=-1,
-            )
-            b.nodes.append(split)
-            mask = node.input[3] if len(node.input) > 3 else ""
-            b.nodes.append(helper.make_node(
-                "MultiHeadAttention", [f"{p}/query", f"{p}/key", f"{p}/value", node.input[2], mask], [node.output[0]],
-                name=f"{p}/mha", domain="com.microsoft", num_heads=heads,
-            ))
+            b.per_token_matmul(p, x, w, unsigned, node.output[0])
+            continue
+        qkv = b.per_token_matmul(p, x, w, unsigned, f"{p}/qkv")
+        hidden = w.shape[1] // 3
+        heads = next(a.i for a in node.attribute if a.name == "num_heads")
+        b.nodes.append(helper.make_node(
+            "Split", [qkv, b.const(f"{p}/qkv_sizes", np.array([hidden] * 3, np.int64))],
+            [f"{p}/query", f"{p}/key", f"{p}/value"], name=f"{p}/split", axis=-1,
+        ))
+        mask = node.input[3] if len(node.input) > 3 else ""
+        b.nodes.append(helper.make_node(
+            "MultiHeadAttention", [f"{p}/query", f"{p}/key", f"{p}/value", bias, mask], [node.output[0]],
+            name=f"{p}/mha", domain="com.microsoft", num_heads=heads,
+        ))
     for name, delta in bias_delta.items():
         inits[name].CopyFrom(numpy_helper.from_array((weights[name] + delta).astype(np.float32), name))
     # Drop the fp32 weights that no node reads any more.
     used = {i for n in b.nodes for i in n.input}
     kept_inits = [i for i in graph.initializer if i.name in used]
     del graph.node[:]
-    graph.node.extend(b.nodes)
+    graph.node.extend(_topological(b.nodes, {i.name for i in graph.input} | {i.name for i in kept_inits + b.inits}))
     del graph.initializer[:]
-    graph.initializer.extend(kept_inits + b.inits)
+    graph.initializer.extend(kept_inits + [i for i in b.inits if i.name in used])
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, str(dst))
@@ -278,11 +342,29 @@ def quantize_smooth(
         "method": "smoothquant",
         "weights": "int8 per-channel symmetric",
         "activations": "uint8 per-token (one scale per row, from the row itself): batch-invariant",
-        "smoothquant_alpha": alpha,
+        "smoothquant_alpha": alpha if isinstance(alpha, float) else {k: alpha[k] for k in sorted(alpha)},
         "post_gelu": f"unsigned, shifted by {GELU_MIN}",
         "quantized_nodes": len(targets) - len(keep_fp32),
         "fp32_nodes": sorted(keep_fp32),
     }
+
+
+def _topological(nodes: list[Any], available: set[str]) -> list[Any]:
+    """Order nodes so each comes after its inputs' producers (shared nodes are created lazily)."""
+    ready = set(available) | {""}
+    pending, out = list(nodes), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in ready for i in node.input):
+                out.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise ValueError(f"graph has a cycle or a missing input near {rest[0].name!r}")
+        pending = rest
+    return out
 
 
 def quantize_dynamic_int8(src: Path, dst: Path) -> dict[str, Any]:

@@ -111,13 +111,14 @@ def _int8(
     model = onnx.load(str(fused))
     targets = int8.find_targets(model)
     amax, samples = int8.activation_stats(fused, targets, batches)
-    order = [name for name, _ in int8.sensitivity_order(model, amax, samples)]
+    alphas, ranked = int8.choose_alphas(model, amax, samples)
+    order = [name for name, _ in ranked]
     ref_q, ref_p = _ref_vectors(src, cal_q), _ref_vectors(src, cal_p)
     target = {k: max(v, gates.get(k, 0.0)) for k, v in parity.INT8_SEARCH_TARGET.items()}
     max_fp32 = max(1, round(len(targets) * parity.INT8_MAX_FP32_FRACTION))
     tried = []
     for n_fp32 in range(max_fp32 + 1):
-        info = int8.quantize_smooth(fused, path, amax, keep_fp32=frozenset(order[:n_fp32]))
+        info = int8.quantize_smooth(fused, path, amax, alpha=alphas, keep_fp32=frozenset(order[:n_fp32]))
         run = probes.ort_runner(str(path))
         got = parity.compare(ref_q, ref_p, probes.encode_ids(run, cal_q), probes.encode_ids(run, cal_p))
         tried.append({"fp32_nodes": n_fp32, "min_cosine": got["min_cosine"], "overlap_at_10": got["overlap_at_10"]})
