@@ -77,3 +77,23 @@ class BatchFailed(BowrtError, RuntimeError):
 
 class RequestTimeout(BowrtError, TimeoutError):
     """A request's deadline passed before its batch started, so it was dropped unencoded (HTTP 504)."""
+
+
+# --- corpus jobs and serving -------------------------------------------------
+class CorpusError(BowrtError, ValueError):
+    """A corpus job cannot run: bad options, an unreadable input, or an output folder holding another job."""
+
+
+class CorpusLineError(CorpusError):
+    """A corpus line is unusable and ``on_error="stop"``; ``line`` is its 1-based line number."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
+
+    def __reduce__(self):  # keep ``line`` across pickling (Ray, multiprocessing)
+        return (type(self), (str(self), self.line))
+
+
+class RequestTooLarge(InputError):
+    """A request exceeds the server's limits: too many inputs or too large a body (HTTP 413)."""

@@ -1,0 +1,276 @@
+"""The ``bowrt`` command.
+
+    bowrt export [MODEL] -o bundles/            torch -> ONNX bundles, one per variant (export extra)
+    bowrt verify bundles/fp32                   manifest + sha256 of every file (base install only)
+    bowrt info bundles/fp32                     what a bundle holds: dims, pooling, lengths, parity
+    bowrt encode bundles/fp32 corpus.tsv -o vecs/   a corpus -> sharded .npy, resumable (--ray: on Ray)
+    bowrt serve bundles/fp32 --port 8080        HTTP server (serve extra)
+    bowrt export-triton bundles/fp16 -o model_repository/ --kind gpu   (Triton model repository)
+    bowrt bench ...                             the benchmark suite (its own arguments)
+
+Each handler imports what it needs, so ``bowrt verify`` works with the base
+install alone. Exit status: 0 success; 1 failure, reported as one line
+``bowrt: error: ...`` on stderr (no traceback) for any bowrt error or missing
+extra; 2 usage error (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from bowrt.errors import BowrtError, OptionError
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _providers(value: str | None) -> Any:
+    if value is None:
+        return None
+    names = [p.strip() for p in value.split(",") if p.strip()]
+    return names[0] if len(names) == 1 else names
+
+
+# --- handlers ------------------------------------------------------------------
+def _export(args: argparse.Namespace) -> int:
+    from bowrt.export import export_model
+
+    manifests = export_model(
+        args.model, args.out, args.variants, force=args.force, revision=args.revision, pooling=args.pooling,
+        query_max_length=args.query_max_length, passage_max_length=args.passage_max_length, gates=args.gate, log=_say,
+    )
+    for variant in manifests:
+        _say(f"bundle {variant}: {Path(args.out) / variant}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from bowrt.bundle import verify_bundle
+
+    m = verify_bundle(args.bundle)
+    rev = f" @ {m.source_revision}" if m.source_revision else ""
+    _say(f"OK {args.bundle}: {m.variant} bundle of {m.source_model}{rev}")
+    for name, entry in sorted(m.files.items()):
+        _say(f"  sha256 OK  {name}  ({entry['bytes']} bytes)")
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _info(args: argparse.Namespace) -> int:
+    import json
+
+    from bowrt.bundle import read_manifest
+
+    m = read_manifest(args.bundle)
+    if args.json:
+        _say(json.dumps(m.to_json(), indent=2))
+        return 0
+    rows = [
+        ("bundle", str(args.bundle)),
+        ("model", m.source_model + (f" @ {m.source_revision}" if m.source_revision else "")),
+        ("variant", m.variant + (f" ({method})" if (method := (m.quantization or {}).get("method", m.variant)) != m.variant else "")),
+        ("dims", f"{m.hidden_size}" + (f" ({m.num_layers} layers, {m.num_heads} heads)" if m.num_layers else "")),
+        ("pooling", f"{m.pooling}; normalize {'yes' if m.normalize else 'no'}; similarity {m.similarity}"),
+        ("lengths", f"query {m.text.query_max_length}, passage {m.text.passage_max_length} tokens"),
+        ("passages", f"{m.text.passage_format!r} (title and text, one segment)"),
+        ("inputs", ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in m.inputs)),
+        ("output", ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in m.outputs)),
+        ("opset", str(m.opset)),
+    ]
+    parity = m.parity or {}
+    if parity.get("metrics"):
+        rows.append(("parity", ", ".join(f"{k} {_fmt(v)}" for k, v in parity["metrics"].items())))
+        rows.append(("  against", str(parity.get("reference", "?"))))
+    if parity.get("gates"):
+        rows.append(("gates", ", ".join(f"{k} {_fmt(v)}" for k, v in parity["gates"].items())))
+    tools = ", ".join(f"{k} {v}" for k, v in m.tools.items() if k in ("bowrt", "torch", "transformers", "onnxruntime"))
+    rows.append(("created", f"{m.created or '?'}" + (f" ({tools})" if tools else "")))
+    rows.append(("files", ", ".join(f"{n} {e['bytes'] / 1e6:.1f} MB" for n, e in sorted(m.files.items()))))
+    for key, value in rows:
+        _say(f"{key:<10} {value}")
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    common = dict(kind=args.kind, fmt=args.format, shard_size=args.shard_size, dtype=args.dtype,
+                  on_error=args.on_error, overwrite=args.overwrite, progress=not args.no_progress)
+    if args.ray:
+        from bowrt.scale.ray_encode import encode_corpus_ray
+
+        r = encode_corpus_ray(args.bundle, args.input, args.out, address=args.ray_address, num_actors=args.num_actors,
+                              use_gpu=args.gpu, threads_per_actor=args.threads or 1, providers=_providers(args.providers),
+                              **common)
+    else:
+        if args.ray_address or args.num_actors or args.gpu:
+            raise OptionError("--ray-address, --num-actors and --gpu apply with --ray only")
+        from bowrt.corpus import encode_corpus
+
+        r = encode_corpus(args.bundle, args.input, args.out, providers=_providers(args.providers), threads=args.threads,
+                          **common)
+    rate = r.encoded / r.seconds if r.seconds > 0 else 0.0
+    _say(f"{r.total} vectors in {r.shards} shards -> {r.outdir} ({r.shards_written} written, {r.shards_reused} reused; "
+         f"{r.encoded} encoded at {rate:.1f}/s in {r.seconds:.1f} s)")
+    if r.rejects:
+        print(f"bowrt: warning: {r.rejects} unusable lines set aside in {r.outdir / 'rejects.jsonl'}", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bowrt.serve.app import ServeConfig, serve
+
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env, "")
+        if not key:
+            raise OptionError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and key is None:
+        print(f"bowrt: warning: listening on {args.host} without an API key (--api-key-env)", file=sys.stderr)
+    config = ServeConfig(
+        max_inputs=args.max_inputs, max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout,
+        max_wait_ms=args.max_wait_ms, max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens,
+        max_queue=args.max_queue, api_key=key,
+    )
+    from bowrt.runtime import Encoder
+
+    encoder = Encoder(args.bundle, _providers(args.providers), args.threads)  # fail here, before binding the port
+    serve(encoder, config, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _export_triton(args: argparse.Namespace) -> int:
+    from bowrt.scale.triton import describe, export_triton
+
+    target = export_triton(args.bundle, args.out, args.name, max_batch_size=args.max_batch_size, instances=args.instances,
+                           kind=args.kind, max_queue_delay_us=args.max_queue_delay_us, tensorrt=args.tensorrt,
+                           force=args.force)
+    d = describe(target)
+    _say(f"wrote {target}: {d['variant']} model, inputs {', '.join(d['inputs'])} -> {d['output']} [{d['hidden_size']}]")
+    for f in d["files"]:
+        _say(f"  {f}")
+    _say(f"run it with: tritonserver --model-repository {Path(args.out).resolve()}")
+    return 0
+
+
+def _bench(argv: list[str]) -> int:
+    try:
+        from bowrt.bench import main as bench_main
+    except ImportError as e:
+        print(f"bowrt: error: the benchmark suite is not available in this install ({e}); "
+              "it needs a source checkout and the bench extra: pip install 'bowrt[bench]'", file=sys.stderr)
+        return 1
+    return int(bench_main(argv) or 0)
+
+
+# --- the parser ----------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from bowrt import __version__
+    from bowrt.bundle import DEFAULT_MODEL, POOLINGS, VARIANTS
+
+    p = argparse.ArgumentParser(prog="bowrt", description="Export, verify, run and serve bowdpr dense retriever bundles.")
+    p.add_argument("--version", action="version", version=f"bowrt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("export", help="export a Hugging Face model to verified ONNX bundles (export extra)")
+    s.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})")
+    s.add_argument("-o", "--out", required=True, help="output folder; one bundle per variant inside")
+    s.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: %(default)s")
+    s.add_argument("--force", action="store_true", help="replace an existing output folder")
+    s.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    s.add_argument("--pooling", choices=POOLINGS, help="override the pooling (default: from the model, cls for bowdpr)")
+    s.add_argument("--query-max-length", type=int, metavar="N")
+    s.add_argument("--passage-max-length", type=int, metavar="N")
+    s.add_argument("--gate", action="append", metavar="VARIANT.METRIC=VALUE", help="override a parity gate (repeatable)")
+    s.set_defaults(handler=_export)
+
+    s = sub.add_parser("verify", help="check a bundle's manifest and the sha256 of every file")
+    s.add_argument("bundle")
+    s.set_defaults(handler=_verify)
+
+    s = sub.add_parser("info", help="summarize a bundle: variant, dims, pooling, lengths, parity")
+    s.add_argument("bundle")
+    s.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    s.set_defaults(handler=_info)
+
+    s = sub.add_parser("encode", help="encode a corpus file into sharded .npy files (resumable)")
+    s.add_argument("bundle")
+    s.add_argument("input", help="JSONL (id, text, title), TSV (id, text, title; DPR psgs_w100) or plain lines")
+    s.add_argument("-o", "--out", required=True, help="output folder (rerun with the same folder to resume)")
+    s.add_argument("--kind", choices=("passage", "query"), default="passage")
+    s.add_argument("--format", choices=("auto", "jsonl", "tsv", "lines"), default="auto")
+    s.add_argument("--shard-size", type=int, default=50_000, metavar="N", help="vectors per shard (default %(default)s)")
+    s.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    s.add_argument("--on-error", choices=("skip", "stop"), default="skip",
+                   help="skip: bad lines go to rejects.jsonl; stop: fail at the first one")
+    s.add_argument("--overwrite", action="store_true", help="replace an output folder holding a job with other settings")
+    s.add_argument("--providers", help="cpu, cuda, tensorrt, or a comma-separated preference list")
+    s.add_argument("--threads", type=int, metavar="N", help="ORT threads (per actor with --ray)")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--ray", action="store_true", help="encode on a Ray cluster (scale extra)")
+    s.add_argument("--ray-address", metavar="ADDR", help="Ray cluster address (default: start or join a local one)")
+    s.add_argument("--num-actors", type=int, metavar="N", help="Encoder actors (default: one per CPU slot or GPU)")
+    s.add_argument("--gpu", action="store_true", help="with --ray: one GPU per actor")
+    s.set_defaults(handler=_encode)
+
+    s = sub.add_parser("serve", help="serve a bundle over HTTP (serve extra)")
+    s.add_argument("bundle")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s: this machine only)")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--api-key-env", metavar="VAR", help="require 'Authorization: Bearer $VAR' (except on /health)")
+    s.add_argument("--max-inputs", type=int, default=256, metavar="N", help="texts per request (default %(default)s)")
+    s.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024, metavar="N", help="default %(default)s")
+    s.add_argument("--request-timeout", type=float, default=30.0, metavar="S", help="seconds (default %(default)s)")
+    s.add_argument("--max-wait-ms", type=float, default=5.0, help="batching delay (default %(default)s)")
+    s.add_argument("--max-batch-size", type=int, default=64, metavar="N", help="rows per batch (default %(default)s)")
+    s.add_argument("--max-batch-tokens", type=int, metavar="N", help="padded tokens per batch (default: the Encoder's)")
+    s.add_argument("--max-queue", type=int, default=256, metavar="N", help="pending requests per kind before 429")
+    s.add_argument("--providers", help="cpu, cuda, tensorrt, or a comma-separated preference list")
+    s.add_argument("--threads", type=int, metavar="N", help="ORT intra-op threads")
+    s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    s.set_defaults(handler=_serve)
+
+    s = sub.add_parser("export-triton", help="write a Triton model repository for a bundle")
+    s.add_argument("bundle")
+    s.add_argument("-o", "--out", required=True, help="the model repository folder")
+    s.add_argument("--name", help="model name (default bowrt_<variant>)")
+    s.add_argument("--max-batch-size", type=int, default=64, metavar="N")
+    s.add_argument("--instances", type=int, default=1, metavar="N")
+    s.add_argument("--kind", choices=("cpu", "gpu"), default="cpu")
+    s.add_argument("--max-queue-delay-us", type=int, default=2000, metavar="US")
+    s.add_argument("--tensorrt", action=argparse.BooleanOptionalAction, default=None,
+                   help="TensorRT accelerator (default: on for gpu with fp32/fp16 bundles)")
+    s.add_argument("--force", action="store_true", help="replace an existing model folder")
+    s.set_defaults(handler=_export_triton)
+
+    sub.add_parser("bench", help="run the benchmark suite (all further arguments are its own)", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":  # everything after it belongs to bowrt.bench
+        return _bench(argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return args.handler(args)
+    except (BowrtError, ImportError) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"bowrt: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bowrt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

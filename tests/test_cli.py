@@ -1,0 +1,124 @@
+"""The ``bowrt`` command: subcommands, exit codes (0 ok, 1 one-line error, 2 usage), lean imports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from bowrt.cli import main
+
+
+def _run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _one_line_error(err: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bowrt: error: ") and "Traceback" not in err
+
+
+def test_verify_and_info(tiny_bundles, capsys):
+    bundle = str(tiny_bundles["fp32"])
+    rc, out, _ = _run(capsys, "verify", bundle)
+    assert rc == 0 and out.startswith(f"OK {bundle}: fp32 bundle of ") and "sha256 OK  model.onnx" in out
+    rc, out, _ = _run(capsys, "info", bundle)
+    assert rc == 0
+    assert "variant    fp32" in out and "dims       64 (2 layers, 4 heads)" in out
+    assert "query 32, passage 256 tokens" in out and "pooling    cls" in out and "min_cosine" in out
+    rc, out, _ = _run(capsys, "info", bundle, "--json")
+    assert rc == 0 and json.loads(out)["variant"] == "fp32"
+
+
+def test_verify_failures_are_one_line(tiny_bundles, tmp_path, capsys):
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundles["fp32"], copy)
+    (copy / "tokenizer.json").write_text("{}")
+    rc, out, err = _run(capsys, "verify", str(copy))
+    assert rc == 1 and out == ""
+    _one_line_error(err)
+    assert "tokenizer.json" in err
+    rc, _, err = _run(capsys, "info", str(tmp_path / "missing"))
+    assert rc == 1
+    _one_line_error(err)
+
+
+def test_verify_needs_only_the_base_install(tiny_bundles):
+    code = (
+        "import sys; from bowrt.cli import main; rc = main(['verify', sys.argv[1]]); "
+        "heavy = [m for m in ('onnxruntime', 'numpy', 'tokenizers', 'torch', 'fastapi') if m in sys.modules]; "
+        "assert not heavy, heavy; sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_bundles["fp32"])], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_usage_errors_exit_2(capsys):
+    assert _run(capsys, "encode")[0] == 2
+    assert _run(capsys, "frobnicate")[0] == 2
+    assert _run(capsys)[0] == 2
+    assert _run(capsys, "export-triton", "b", "-o", "r", "--kind", "tpu")[0] == 2
+    assert _run(capsys, "--help")[0] == 0
+
+
+def test_encode(tiny_bundles, tmp_path, capsys):
+    src = tmp_path / "c.tsv"
+    src.write_text("id\ttext\ttitle\n1\tThe wall fell.\tBerlin\n2\tA tragedy.\t\nbroken\n")
+    rc, out, err = _run(capsys, "encode", str(tiny_bundles["fp32"]), str(src), "-o", str(tmp_path / "out"),
+                        "--shard-size", "1", "--dtype", "float16", "--threads", "1", "--no-progress")
+    assert rc == 0, err
+    assert "2 vectors in 2 shards" in out and "1 unusable lines" in err
+    assert np.load(tmp_path / "out" / "embeddings-00000.npy").dtype == np.float16
+    rc, _, err = _run(capsys, "encode", str(tiny_bundles["fp32"]), str(src), "-o", str(tmp_path / "out2"),
+                      "--on-error", "stop", "--threads", "1", "--no-progress")
+    assert rc == 1
+    _one_line_error(err)
+    assert "c.tsv:4:" in err
+    rc, _, err = _run(capsys, "encode", str(tiny_bundles["fp32"]), str(src), "-o", str(tmp_path / "out3"), "--gpu")
+    assert rc == 1 and "--ray" in err
+
+
+def test_export_triton(tiny_bundles, tmp_path, capsys):
+    rc, out, _ = _run(capsys, "export-triton", str(tiny_bundles["fp32"]), "-o", str(tmp_path / "repo"), "--max-batch-size", "8")
+    assert rc == 0 and "config.pbtxt" in out and "1/model.onnx" in out
+    assert "max_batch_size: 8" in (tmp_path / "repo" / "bowrt_fp32" / "config.pbtxt").read_text()
+    rc, _, err = _run(capsys, "export-triton", str(tiny_bundles["fp32"]), "-o", str(tmp_path / "repo"))
+    assert rc == 1 and "already exists" in err
+
+
+def test_export(tiny_model_dir, tmp_path, capsys):
+    out_dir = tmp_path / "bundles"
+    rc, out, err = _run(capsys, "export", str(tiny_model_dir), "-o", str(out_dir), "--variants", "fp32")
+    assert rc == 0, err
+    assert "fp32: min cos" in out and f"bundle fp32: {out_dir / 'fp32'}" in out
+    assert _run(capsys, "verify", str(out_dir / "fp32"))[0] == 0
+    rc, _, err = _run(capsys, "export", str(tiny_model_dir), "-o", str(out_dir), "--variants", "fp32")
+    assert rc == 1 and "--force" in err
+    rc, _, err = _run(capsys, "export", str(tiny_model_dir), "-o", str(tmp_path / "x"), "--variants", "fp64")
+    assert rc == 1 and "valid: fp32, fp16, int8" in err
+
+
+def test_serve_refuses_a_missing_key(tiny_bundles, monkeypatch, capsys):
+    pytest.importorskip("fastapi")
+    monkeypatch.delenv("BOWRT_TEST_UNSET_KEY", raising=False)
+    rc, _, err = _run(capsys, "serve", str(tiny_bundles["fp32"]), "--api-key-env", "BOWRT_TEST_UNSET_KEY")
+    assert rc == 1 and "BOWRT_TEST_UNSET_KEY" in err
+
+
+def test_bench_gets_every_argument(monkeypatch, capsys):
+    seen = []
+    fake = types.ModuleType("bowrt.bench")
+    fake.main = lambda argv: seen.append(argv) or 3
+    monkeypatch.setitem(sys.modules, "bowrt.bench", fake)
+    assert main(["bench", "--help", "b1", "--quick"]) == 3
+    assert seen == [["--help", "b1", "--quick"]]
+    monkeypatch.setitem(sys.modules, "bowrt.bench", None)  # import fails
+    rc, _, err = _run(capsys, "bench", "x")
+    assert rc == 1 and "benchmark suite is not available" in err

@@ -1,0 +1,238 @@
+"""bowrt.corpus: the three input formats, outputs equal to direct encoding, float16,
+resume after a crash, rejects, stop mode, refusing a folder that holds another job."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bowrt import Encoder
+from bowrt.corpus import detect_format, encode_corpus, load_corpus, read_corpus
+from bowrt.errors import CorpusError, CorpusLineError, OptionError
+
+PASSAGES = [
+    ("p1", "Aaron", 'Aaron ( or ; "Ahärôn") is a prophet, high priest, and the brother of Moses.'),
+    ("p2", None, "The Berlin Wall fell in 1989."),
+    ("p3", "Hamlet", "Hamlet is a tragedy written by William Shakespeare " * 20),
+    ("p4", "", "An empty title means no title."),
+    ("p5", "Paris", "Paris is the capital of France."),
+    ("p6", "Emoji", "ÉCOLE normale supérieure 🎓"),
+    ("p7", None, "short"),
+]
+
+
+@pytest.fixture(scope="module")
+def enc(tiny_bundles) -> Encoder:
+    return Encoder(tiny_bundles["fp32"], threads=1)
+
+
+def _items(rows):
+    return [{"title": t, "text": x} if t else x for _, t, x in rows]
+
+
+def _write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps({"id": i, "text": x, "title": t}, ensure_ascii=False) + "\n" for i, t, x in rows),
+                    encoding="utf-8")
+    return path
+
+
+def _write_tsv(path: Path, rows) -> Path:
+    def q(s: str) -> str:  # DPR quotes text fields with doubled inner quotes
+        return '"' + s.replace('"', '""') + '"' if '"' in s else s
+
+    path.write_text("id\ttext\ttitle\n" + "".join(f"{i}\t{q(x)}\t{t or ''}\n" for i, t, x in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "tsv"])
+def test_formats_equal_direct_encoding(enc, tmp_path, fmt):
+    src = (_write_jsonl if fmt == "jsonl" else _write_tsv)(tmp_path / f"corpus.{fmt}", PASSAGES)
+    r = encode_corpus(enc, src, tmp_path / "out", shard_size=3, progress=False)
+    assert (r.total, r.rejects, r.shards, r.shards_written) == (7, 0, 3, 3)
+    ids, vecs = load_corpus(tmp_path / "out")
+    assert ids == [i for i, _, _ in PASSAGES]
+    assert vecs.dtype == np.float32 and vecs.shape == (7, enc.dim)
+    np.testing.assert_allclose(vecs, enc.encode_passages(_items(PASSAGES)), atol=1e-5)
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index["input"]["format"] == fmt and index["dim"] == enc.dim and index["total"] == 7
+    assert index["bundle"]["variant"] == "fp32" and index["bundle"]["pooling"] == "cls"
+    assert [s["count"] for s in index["shards"]] == [3, 3, 1]
+    assert [s["first_line"] for s in index["shards"]] == ([1, 4, 7] if fmt == "jsonl" else [2, 5, 8])
+
+
+def test_plain_lines_and_queries(enc, tmp_path):
+    texts = ["who wrote hamlet?", "capital of france", "q"]
+    src = tmp_path / "queries.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    encode_corpus(enc, src, tmp_path / "out", kind="query", progress=False)
+    ids, vecs = load_corpus(tmp_path / "out")
+    assert ids == ["1", "2", "3"]
+    np.testing.assert_allclose(vecs, enc.encode_queries(texts), atol=1e-5)
+
+
+def test_format_detection(tmp_path):
+    (tmp_path / "a.dat").write_text('\n{"id": 1, "text": "x"}\n')
+    (tmp_path / "b.dat").write_text("1\tx\n")
+    (tmp_path / "c.dat").write_text("just text\n")
+    assert [detect_format(tmp_path / n) for n in ("a.dat", "b.dat", "c.dat")] == ["jsonl", "tsv", "lines"]
+    assert detect_format(tmp_path / "x.tsv.gz") == "tsv"
+
+
+def test_gzip_input(enc, tmp_path):
+    import gzip
+
+    src = tmp_path / "c.jsonl.gz"
+    with gzip.open(src, "wt", encoding="utf-8") as f:
+        f.write("".join(json.dumps({"_id": i, "text": x, "title": t}) + "\n" for i, t, x in PASSAGES[:3]))
+    encode_corpus(enc, src, tmp_path / "out", progress=False)
+    ids, vecs = load_corpus(tmp_path / "out")
+    assert ids == ["p1", "p2", "p3"]
+    np.testing.assert_allclose(vecs, enc.encode_passages(_items(PASSAGES[:3])), atol=1e-5)
+
+
+def test_float16_output(enc, tmp_path):
+    src = _write_jsonl(tmp_path / "c.jsonl", PASSAGES)
+    encode_corpus(enc, src, tmp_path / "out", dtype="float16", progress=False)
+    ids, vecs = load_corpus(tmp_path / "out")
+    assert vecs.dtype == np.float16
+    ref = enc.encode_passages(_items(PASSAGES))
+    np.testing.assert_allclose(vecs.astype(np.float32), ref, rtol=2e-3, atol=2e-3)
+    assert json.loads((tmp_path / "out" / "index.json").read_text())["dtype"] == "float16"
+
+
+def test_resume_recomputes_only_what_is_missing(enc, tmp_path):
+    rows = [(f"id{i}", None, f"passage number {i} about topic {i % 3}") for i in range(10)]
+    src = _write_jsonl(tmp_path / "c.jsonl", rows)
+    out = tmp_path / "out"
+    first = encode_corpus(enc, src, out, shard_size=3, progress=False)
+    assert (first.shards, first.shards_written) == (4, 4)
+    ids0, vecs0 = load_corpus(out)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("embeddings-*.npy")}
+
+    # A crash while writing shard 3, after shard 2's vectors were renamed but before its marker:
+    (out / "shard-00002.done.json").unlink()
+    (out / "embeddings-00003.npy").unlink()
+    (out / "shard-00003.done.json").unlink()
+    (out / "embeddings-00003.npy.tmp").write_bytes(b"half a file")
+    (out / "index.json").unlink()
+    second = encode_corpus(enc, src, out, shard_size=3, progress=False)
+    assert (second.shards_written, second.shards_reused, second.encoded) == (2, 2, 4)
+    ids1, vecs1 = load_corpus(out)
+    assert ids1 == ids0
+    np.testing.assert_array_equal(vecs1, vecs0)
+    assert all((out / n).stat().st_mtime_ns == mtimes[n] for n in ("embeddings-00000.npy", "embeddings-00001.npy"))
+    assert not list(out.glob("*.tmp"))
+
+    # A truncated shard file (size differs from its marker) is recomputed too.
+    with open(out / "embeddings-00001.npy", "r+b") as f:
+        f.truncate(100)
+    third = encode_corpus(enc, src, out, shard_size=3, progress=False)
+    assert (third.shards_written, third.shards_reused) == (1, 3)
+
+    # Changing the input lines of one shard recomputes that shard only.
+    rows[4] = ("id4", None, "a different passage")
+    _write_jsonl(src, rows)
+    fourth = encode_corpus(enc, src, out, shard_size=3, progress=False)
+    assert (fourth.shards_written, fourth.shards_reused) == (1, 3)
+    _, vecs4 = load_corpus(out)
+    np.testing.assert_allclose(vecs4[4], enc.encode_passages(["a different passage"])[0], atol=1e-5)
+
+
+def test_rejects_are_reported_with_line_numbers(enc, tmp_path):
+    src = tmp_path / "c.jsonl"
+    lines = [
+        json.dumps({"id": 1, "text": "good one"}).encode(),
+        b"{not json",
+        json.dumps({"id": 2}).encode(),
+        json.dumps({"id": 3, "text": 42}).encode(),
+        json.dumps({"id": 4, "text": "ok", "title": ["list"]}).encode(),
+        b"",
+        json.dumps({"id": "a\nb", "text": "newline in id"}).encode(),
+        b'{"id": 5, "text": "bad \xff byte"}',
+        json.dumps({"id": 6, "text": "   "}).encode(),
+        json.dumps(["not", "an", "object"]).encode(),
+        json.dumps({"id": 7, "text": "good two", "title": "T"}).encode(),
+    ]
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    r = encode_corpus(enc, src, tmp_path / "out", progress=False)
+    assert (r.total, r.rejects) == (2, 9)
+    rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [x["line"] for x in rejects] == [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    reasons = [x["reason"] for x in rejects]
+    assert reasons[0].startswith("invalid JSON")
+    assert reasons[1] == "missing 'text'"
+    assert "'text' must be a str" in reasons[2] and "'title' must be a str" in reasons[3]
+    assert reasons[4] == "blank line" and "'id'" in reasons[5] and "UTF-8" in reasons[6]
+    assert reasons[7] == "empty text" and "JSON object" in reasons[8]
+    assert rejects[0]["raw"] == "{not json"
+    ids, vecs = load_corpus(tmp_path / "out")
+    assert ids == ["1", "7"]
+    np.testing.assert_allclose(vecs, enc.encode_passages(["good one", {"title": "T", "text": "good two"}]), atol=1e-5)
+    assert json.loads((tmp_path / "out" / "index.json").read_text())["rejects"] == 9
+
+
+def test_tsv_rejects_wrong_field_count(enc, tmp_path):
+    src = tmp_path / "c.tsv"
+    src.write_text("id\ttext\ttitle\n1\tfine\tT\n2\tone\ttwo\tthree\nlonely\n", encoding="utf-8")
+    r = encode_corpus(enc, src, tmp_path / "out", progress=False)
+    assert (r.total, r.rejects) == (1, 2)
+    got = [json.loads(x)["line"] for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert got == [3, 4]
+
+
+def test_stop_mode_names_the_line(enc, tmp_path):
+    rows = [json.dumps({"id": i, "text": f"text {i}"}) for i in range(5)]
+    rows.insert(4, "{broken")
+    src = tmp_path / "c.jsonl"
+    src.write_text("\n".join(rows) + "\n")
+    with pytest.raises(CorpusLineError, match=r"c\.jsonl:5: invalid JSON") as info:
+        encode_corpus(enc, src, tmp_path / "out", shard_size=2, on_error="stop", progress=False)
+    assert info.value.line == 5
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("shard-*.done.json")) == ["shard-00000.done.json", "shard-00001.done.json"]
+    assert not (out / "index.json").exists() and not list(out.glob("*.tmp"))
+
+
+def test_other_settings_are_refused_unless_overwrite(enc, tmp_path):
+    src = _write_jsonl(tmp_path / "c.jsonl", PASSAGES)
+    encode_corpus(enc, src, tmp_path / "out", shard_size=3, progress=False)
+    with pytest.raises(CorpusError, match="dtype, shard_size"):
+        encode_corpus(enc, src, tmp_path / "out", shard_size=4, dtype="float16", progress=False)
+    r = encode_corpus(enc, src, tmp_path / "out", shard_size=4, dtype="float16", overwrite=True, progress=False)
+    assert (r.shards, r.shards_written) == (2, 2)
+    assert sorted(p.name for p in (tmp_path / "out").glob("embeddings-*")) == ["embeddings-00000.npy", "embeddings-00001.npy"]
+
+
+def test_bad_options_and_missing_input(enc, tmp_path):
+    src = _write_jsonl(tmp_path / "c.jsonl", PASSAGES[:1])
+    with pytest.raises(OptionError, match="dtype"):
+        encode_corpus(enc, src, tmp_path / "o", dtype="int8", progress=False)
+    with pytest.raises(OptionError, match="shard_size"):
+        encode_corpus(enc, src, tmp_path / "o", shard_size=0, progress=False)
+    with pytest.raises(OptionError, match="on_error"):
+        encode_corpus(enc, src, tmp_path / "o", on_error="ignore", progress=False)
+    with pytest.raises(CorpusError, match="does not exist"):
+        encode_corpus(enc, tmp_path / "missing.jsonl", tmp_path / "o", progress=False)
+
+
+def test_empty_corpus_and_progress_line(enc, tmp_path, capsys):
+    src = tmp_path / "empty.jsonl"
+    src.write_text("")
+    r = encode_corpus(enc, src, tmp_path / "out", progress=True)
+    assert (r.total, r.shards) == (0, 0)
+    assert json.loads((tmp_path / "out" / "index.json").read_text())["shards"] == []
+    assert "bowrt encode" in capsys.readouterr().err
+
+
+def test_read_corpus_streams(tmp_path):
+    # A generator: nothing is read before it is iterated, and lines come one at a time.
+    src = tmp_path / "c.txt"
+    src.write_text("a\nb\n")
+    rows = read_corpus(src)
+    assert next(rows).item == "a"
+    os.remove(src)  # already open: the rest still streams from the open file
+    assert next(rows).item == "b"
