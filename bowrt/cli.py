@@ -42,7 +42,8 @@ def _export(args: argparse.Namespace) -> int:
 
     manifests = export_model(
         args.model, args.out, args.variants, force=args.force, revision=args.revision, pooling=args.pooling,
-        query_max_length=args.query_max_length, passage_max_length=args.passage_max_length, gates=args.gate, log=_say,
+        query_max_length=args.query_max_length, passage_max_length=args.passage_max_length, gates=args.gate,
+        int8_method=args.int8_method, log=_say,
     )
     for variant in manifests:
         _say(f"bundle {variant}: {Path(args.out) / variant}")
@@ -188,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--query-max-length", type=int, metavar="N")
     s.add_argument("--passage-max-length", type=int, metavar="N")
     s.add_argument("--gate", action="append", metavar="VARIANT.METRIC=VALUE", help="override a parity gate (repeatable)")
+    s.add_argument("--int8-method", choices=["smoothquant", "dynamic"], default="smoothquant",
+                   help="smoothquant: bowrt's batch-invariant per-token int8 (default); "
+                        "dynamic: ONNX Runtime's standard dynamic int8, the baseline")
     s.set_defaults(handler=_export)
 
     s = sub.add_parser("verify", help="check a bundle's manifest and the sha256 of every file")

@@ -281,6 +281,23 @@ class Encoder:
         self._normalize_flag(normalize)
         return self.encode_tokens(self.tokenize_passages(passages), normalize)
 
+    def batcher(self, kind: Kind = "query", **options: Any) -> Any:
+        """A :class:`~bowrt.runtime.batcher.DynamicBatcher` in front of ``encode_queries`` or
+        ``encode_passages`` for many concurrent callers; ``options`` are the batcher's
+        (``max_batch_size``, ``max_batch_tokens``, ``max_wait_ms``, ``max_queue``)."""
+        from functools import partial
+
+        from bowrt.runtime.batcher import DynamicBatcher
+
+        if kind not in KINDS:
+            raise OptionError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        encode = self.encode_queries if kind == "query" else self.encode_passages
+        validate = self.validate_queries if kind == "query" else self.validate_passages
+        options.setdefault("max_batch_tokens", self.max_batch_tokens)
+        options.setdefault("max_batch_size", min(self.max_batch_size, 64))
+        return DynamicBatcher(encode, cost_fn=partial(self.token_count, kind=kind), validate_fn=validate,
+                              name=f"{kind}-batcher", **options)
+
     def _normalize_flag(self, normalize: Any) -> bool:
         if normalize is None:
             return self.manifest.normalize
