@@ -63,8 +63,8 @@ class TextRules:
         return self.query_prefix + text
 
     def format_passage(self, title: str | None, text: str) -> str:
-        """``title + " " + text`` (one segment) when there is a title, else the text alone."""
-        body = self.passage_format.format(title=title, text=text) if title else text
+        """``title + " " + text`` (one segment) when there is a non-blank title, else the text alone."""
+        body = self.passage_format.format(title=title, text=text) if title and title.strip() else text
         return self.passage_prefix + body
 
 

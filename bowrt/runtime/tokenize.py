@@ -87,7 +87,7 @@ def validate_queries(items: Any, rules: TextRules) -> list[str]:
     for i, q in enumerate(items):
         if not isinstance(q, str):
             raise InputTypeError(f"queries[{i}] is {_type_hint(q)}; each query must be a str")
-        out.append(rules.query_prefix + q)
+        out.append(rules.format_query(q))
     return out
 
 
@@ -116,8 +116,7 @@ def format_passage(item: Any, index: int, rules: TextRules) -> str:
         raise InputTypeError(f"{where}: text is {_type_hint(text)}; it must be a str")
     if title is not None and not isinstance(title, str):
         raise InputTypeError(f"{where}: title is {_type_hint(title)}; it must be a str or None")
-    body = rules.passage_format.format(title=title, text=text) if title and title.strip() else text
-    return rules.passage_prefix + body
+    return rules.format_passage(title, text)
 
 
 def validate_passages(items: Any, rules: TextRules) -> list[str]:
