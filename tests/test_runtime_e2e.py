@@ -78,13 +78,8 @@ def test_tiny_fp32_matches_pytorch(tiny, tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def minilm_fp32(minilm_dir, tmp_path_factory) -> Path:
-    # fp32 only: this test is about the runtime, not about the int8 gates.
-    from bowrt.export import export_model
-
-    out = tmp_path_factory.mktemp("minilm-fp32") / "b"
-    export_model(str(minilm_dir), out, ("fp32",), force=True, log=lambda _m: None)
-    return out / "fp32"
+def minilm_fp32(minilm_bundles) -> Path:
+    return minilm_bundles["fp32"]
 
 
 def test_minilm_fp32_matches_pytorch(minilm_fp32, minilm_dir):

@@ -1,0 +1,249 @@
+"""Write a benchmark result: ``results.json`` (everything), ``results.md`` (tables), PNG plots.
+
+The result is one plain dict (see ``runner.run``); this module only reads it,
+so a stored ``results.json`` can be re-rendered with ``write_report``.
+Every figure is a median over rounds with its min and max next to it;
+speed ratios are against PyTorch fp32 (``torch``) and against the best peer
+(the fastest non-bowrt system) of the same run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REFERENCE = "torch"
+# (workload, metric, label, higher is better)
+SPEED_TABLES = (
+    ("latency", "p50_ms", "Batch-1 query latency, p50 (ms)", False),
+    ("batch32x128", "items_per_s", "32 passages x 128 tokens (passages/s)", True),
+    ("corpus", "items_per_s", "Corpus of mixed lengths (passages/s)", True),
+)
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    """``{median, min, max, n}`` of per-round values (rounded for reading, raw kept elsewhere)."""
+    if not values:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    v = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def _cell(s: dict[str, Any] | None) -> str:
+    if not s or s.get("median") is None:
+        return "-"
+    if s["n"] > 1:
+        return f"{_fmt(s['median'])} [{_fmt(s['min'])}–{_fmt(s['max'])}]"
+    return _fmt(s["median"])
+
+
+def is_peer(name: str) -> bool:
+    return not name.startswith("bowrt-")
+
+
+def ratios(rows: dict[str, dict[str, Any]], metric: str, higher: bool) -> dict[str, tuple[float | None, float | None]]:
+    """Per system: (speed vs torch, speed vs the best peer); > 1 means faster."""
+    med = {n: r[metric]["median"] for n, r in rows.items() if r.get(metric) and r[metric]["median"]}
+    peers = {n: v for n, v in med.items() if is_peer(n)}
+    best = (max if higher else min)(peers.values()) if peers else None
+    out = {}
+    for n, v in med.items():
+        def speed(ref: float | None) -> float | None:
+            if ref is None:
+                return None
+            return v / ref if higher else ref / v
+
+        out[n] = (speed(med.get(REFERENCE)), speed(best))
+    return out
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown(res: dict[str, Any]) -> str:
+    meta, machine, systems = res["meta"], res["machine"], res["systems"]
+    flags = [f for f, on in machine.get("cpu_flags", {}).items() if on]
+    out = [
+        "# bowrt benchmark",
+        "",
+        f"- machine: {machine.get('processor')}, {machine.get('physical_cores')} physical cores "
+        f"({machine.get('logical_cpus')} logical), {machine.get('memory_gb')} GB; flags: {', '.join(flags) or '-'}",
+        f"- model: {meta['model']['folder']} ({meta['model']['layers']} layers, hidden {meta['model']['hidden']}); "
+        f"pooling {meta['model']['pooling']}, normalize {meta['model']['normalize']}",
+        f"- {meta['rounds']} round(s) after a warm-up round, interleaved (each round runs every system on every "
+        f"workload); {meta['threads']} thread(s) per system; quick: {meta['quick']}; took {_fmt(meta.get('duration_s'))} s",
+        f"- versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items() if v),
+        *[f"\n> **{n}**" for n in meta.get("notes", []) if n.startswith("WARNING")],
+        "",
+        "Cells: median [min–max] over rounds. `x torch`: speed relative to PyTorch fp32 eager; `x best peer`: "
+        "relative to the fastest non-bowrt system; `% ceiling`: useful FLOP/s (padding not counted) over the "
+        "measured GEMM rate of the system's precision.",
+    ]
+    out += ["", "## Systems", ""]
+    rows = []
+    for n, s in systems.items():
+        mem = s.get("memory") or {}
+        status = {"ok": "ok", "skipped": f"skipped: {s.get('reason')}"}.get(s["status"], f"**not available**: {s.get('reason')}")
+        rows.append([n, s.get("precision", "-"), status, s.get("batching", "-"), "yes" if s.get("sorts_by_length") else "no",
+                     _fmt(s["model_bytes"] / 2**20) if s.get("model_bytes") else "-",
+                     _fmt(mem.get("cold_start_s")), _fmt(mem.get("peak_rss_mb"))])
+    out += _table(["system", "precision", "status", "batching", "sorts by length", "model MB", "cold start s",
+                   "peak RSS MB"], rows)
+    for wl, metric, label, higher in SPEED_TABLES:
+        w = res["workloads"].get(wl)
+        if not w or not w.get("results"):
+            continue
+        out += ["", f"## {label}", "", w.get("description", "")]
+        rat = ratios(w["results"], metric, higher)
+        rows = []
+        for n, r in w["results"].items():
+            extra = [_cell(r.get("p99_ms"))] if wl == "latency" else [_cell(r.get("tokens_per_s"))]
+            frac = r.get("ceiling_fraction")
+            vs_t, vs_b = rat.get(n, (None, None))
+            rows.append([n, _cell(r.get(metric)), *extra, _fmt(vs_t) if vs_t else "-", _fmt(vs_b) if vs_b else "-",
+                         f"{100 * frac:.1f}%" if frac is not None else "-"])
+        second = "p99 ms" if wl == "latency" else "tokens/s"
+        out += [""] + _table(["system", "p50 ms" if wl == "latency" else "passages/s", second, "x torch", "x best peer",
+                              "% ceiling"], rows)
+    out += _concurrent_md(res["workloads"].get("concurrent"))
+    out += _overhead_md(res.get("overhead"))
+    out += _accuracy_md(res.get("accuracy"))
+    c = res.get("ceilings") or {}
+    if c:
+        out += ["", "## GEMM ceilings (same run)", "",
+                f"Shape [M, K] x [K, N] = {c.get('shape_mkn')} (the model's FFN), {c.get('threads')} thread(s); best of repeated calls.", ""]
+        rows = [[p, lib, _fmt(v)] for p in ("fp32", "bf16", "int8") for lib, v in c.get(p, {}).items()]
+        out += _table(["precision", "library", "GFLOP/s (int8: GOP/s)"], rows)
+    if meta.get("notes"):
+        out += ["", "## Notes", ""] + [f"- {n}" for n in meta["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def _concurrent_md(w: dict[str, Any] | None) -> list[str]:
+    if not w or not w.get("results"):
+        return []
+    out = ["", "## Concurrent clients (closed loop, single queries)", "", w.get("description", ""), ""]
+    rows = []
+    for n, by_mode in w["results"].items():
+        for clients in w["clients"]:
+            b, d = by_mode.get("batched", {}).get(str(clients), {}), by_mode.get("direct", {}).get(str(clients), {})
+            gain = None
+            if b.get("rps", {}).get("median") and d.get("rps", {}).get("median"):
+                gain = b["rps"]["median"] / d["rps"]["median"]
+            rows.append([n, str(clients), _cell(b.get("rps")), _cell(b.get("p50_ms")), _cell(b.get("p99_ms")),
+                         _fmt(b.get("mean_batch_size")), _cell(d.get("rps")), _cell(d.get("p50_ms")), _cell(d.get("p99_ms")),
+                         _fmt(gain)])
+    return out + _table(["system", "clients", "batched req/s", "p50 ms", "p99 ms", "mean batch", "direct req/s", "p50 ms",
+                         "p99 ms", "batched / direct"], rows)
+
+
+def _overhead_md(ov: dict[str, Any] | None) -> list[str]:
+    if not ov:
+        return []
+    out = ["", "## Runtime overhead at batch 1 (bowrt)", "",
+           "From `Encoder.last_timings` over the latency calls (medians, ms). overhead = tokenize + batch + post "
+           "over end-to-end; 'outside stages' is end-to-end minus all four stages (validation, call overhead).", ""]
+    rows = []
+    for n, o in ov.items():
+        rows.append([n, _fmt(o["e2e_ms"]), _fmt(o["inference_ms"]), _fmt(o["tokenize_ms"]), _fmt(o["batch_ms"]),
+                     _fmt(o["post_ms"]), _fmt(o["outside_ms"]), f"{100 * o['overhead_fraction']:.2f}%",
+                     "yes" if o["within_target"] else "**no**"])
+    return out + _table(["system", "end-to-end", "inference", "tokenize", "batch", "post", "outside stages", "overhead",
+                         "<= 5%"], rows)
+
+
+def _accuracy_md(acc: dict[str, Any] | None) -> list[str]:
+    if not acc:
+        return []
+    out = ["", "## Accuracy next to speed", "", acc.get("description", ""), ""]
+    rows = []
+    for n, a in acc.get("results", {}).items():
+        if a.get("status") != "ok":
+            rows.append([n, "-", "-", "-", "-", f"not available: {a.get('reason')}"])
+            continue
+        rows.append([n, f"{a['min_cosine']:.6f}", f"{a['mean_cosine']:.6f}", f"{a['overlap_at_10']:.3f}",
+                     f"{a['batch_invariance_min_cosine']:.6f}", ""])
+    return out + _table(["system", "min cosine", "mean cosine", "overlap@10", "alone vs in one batch, min cosine", "note"], rows)
+
+
+def plots(res: dict[str, Any], out: Path) -> list[Path]:
+    """throughput.png, latency.png and (with concurrency results) concurrent.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, wl in zip(axes, ("batch32x128", "corpus")):
+        rows = res["workloads"].get(wl, {}).get("results", {})
+        names = [n for n, r in rows.items() if r.get("items_per_s", {}).get("median")]
+        med = [rows[n]["items_per_s"]["median"] for n in names]
+        err = [[m - rows[n]["items_per_s"]["min"] for n, m in zip(names, med)],
+               [rows[n]["items_per_s"]["max"] - m for n, m in zip(names, med)]]
+        ax.bar(names, med, yerr=err, capsize=4, color=["tab:orange" if not is_peer(n) else "tab:blue" for n in names])
+        ax.set_title(f"{wl}: passages/s (median, min-max)")
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    written.append(out / "throughput.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    lat = res["workloads"].get("latency", {}).get("results", {})
+    names = [n for n, r in lat.items() if r.get("samples_ms")]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) + 2), 4.5))
+    if names:
+        ax.boxplot([lat[n]["samples_ms"] for n in names], whis=(1, 99), showfliers=False)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=30)
+        ax.set_yscale("log")
+    ax.set_ylabel("ms per single-query call (whiskers p1-p99)")
+    ax.set_title("batch-1 query latency, all measured rounds")
+    fig.tight_layout()
+    written.append(out / "latency.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    conc = res["workloads"].get("concurrent", {})
+    if conc.get("results"):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for n, by_mode in conc["results"].items():
+            for mode, style in (("batched", "-o"), ("direct", "--s")):
+                pts = [(c, by_mode.get(mode, {}).get(str(c), {}).get("rps", {}).get("median")) for c in conc["clients"]]
+                pts = [(c, v) for c, v in pts if v]
+                if pts:
+                    ax.plot(*zip(*pts), style, label=f"{n} {mode}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("closed-loop clients")
+        ax.set_ylabel("requests/s")
+        ax.legend()
+        ax.set_title("concurrent single queries: DynamicBatcher vs one call per request")
+        fig.tight_layout()
+        written.append(out / "concurrent.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def write_report(res: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """Write results.json, results.md and the plots into ``out``; return their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "md": out / "results.md"}
+    paths["json"].write_text(json.dumps(res, indent=1, default=str) + "\n", encoding="utf-8")
+    paths["md"].write_text(markdown(res), encoding="utf-8")
+    for p in plots(res, out):
+        paths[p.stem] = p
+    return paths
