@@ -28,7 +28,7 @@ Log = Callable[[str], None]
 
 # Random weights make ranking agreement meaningless (every CLS vector points the
 # same way), so only the numeric int8 gates apply to random-weight models.
-RANDOM_WEIGHT_GATES = ["int8.overlap_at_10=0", "int8.min_cosine=0.9"]
+RANDOM_WEIGHT_GATES = ["int8.overlap_at_10=0"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 TWIN_SEED = 0
 

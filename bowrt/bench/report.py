@@ -85,7 +85,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"pooling {meta['model']['pooling']}, normalize {meta['model']['normalize']}",
         f"- {meta['rounds']} round(s) after a warm-up round, interleaved (each round runs every system on every "
         f"workload); {meta['threads']} thread(s) per system; quick: {meta['quick']}; took {_fmt(meta.get('duration_s'))} s",
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items() if v),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items() if v),
         *[f"\n> **{n}**" for n in meta.get("notes", []) if n.startswith("WARNING")],
         "",
         "Cells: median [min–max] over rounds. `x torch`: speed relative to PyTorch fp32 eager; `x best peer`: "

@@ -255,8 +255,7 @@ def quantize_smooth(
 
     model = onnx.load(str(fused))
     graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    weights = {name: numpy_helper.to_array(init).astype(np.float32) for name, init in inits.items()}
+    weights = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in graph.initializer}
     targets = {t.name: t for t in find_targets(model)}
     smooth = smoothing_factors(list(targets.values()), weights, amax, alpha)
     consumers: dict[str, list[Any]] = {}
@@ -276,7 +275,6 @@ def quantize_smooth(
             folded_into_v.add(nxt[0].name)
 
     b = _Builder(graph.input[0].name)
-    bias_delta: dict[str, np.ndarray] = {}
     for node in graph.node:
         t = targets.get(node.name)
         if t is None:
@@ -309,8 +307,10 @@ def quantize_smooth(
             nxt = consumers[node.output[0]]
             if len(nxt) != 1 or nxt[0].op_type != "SkipLayerNormalization" or len(nxt[0].input) < 5:
                 raise ValueError(f"{node.name}: expected one SkipLayerNormalization with a bias after the FFN output")
-            name = nxt[0].input[4]
-            bias_delta[name] = bias_delta.get(name, 0) - GELU_MIN * weights[t.weight].sum(0)
+            # A new initializer per node: the exporter shares identical ones (e.g. the
+            # all-zero biases of a freshly initialized model) between layers.
+            bias = weights[nxt[0].input[4]] - GELU_MIN * weights[t.weight].sum(0)
+            nxt[0].input[4] = b.const(f"{p}/next_bias", bias.astype(np.float32))
         if t.op == "MatMul":
             b.per_token_matmul(p, x, w, unsigned, node.output[0])
             continue
@@ -326,8 +326,6 @@ def quantize_smooth(
             "MultiHeadAttention", [f"{p}/query", f"{p}/key", f"{p}/value", bias, mask], [node.output[0]],
             name=f"{p}/mha", domain="com.microsoft", num_heads=heads,
         ))
-    for name, delta in bias_delta.items():
-        inits[name].CopyFrom(numpy_helper.from_array((weights[name] + delta).astype(np.float32), name))
     # Drop the fp32 weights that no node reads any more.
     used = {i for n in b.nodes for i in n.input}
     kept_inits = [i for i in graph.initializer if i.name in used]

@@ -114,7 +114,8 @@ def _int8(
     alphas, ranked = int8.choose_alphas(model, amax, samples)
     order = [name for name, _ in ranked]
     ref_q, ref_p = _ref_vectors(src, cal_q), _ref_vectors(src, cal_p)
-    target = {k: max(v, gates.get(k, 0.0)) for k, v in parity.INT8_SEARCH_TARGET.items()}
+    # A gate set to 0 (e.g. ranking agreement on random weights) is not searched for either.
+    target = {k: max(v, gates.get(k, 0.0)) for k, v in parity.INT8_SEARCH_TARGET.items() if gates.get(k, 1.0) > 0}
     max_fp32 = max(1, round(len(targets) * parity.INT8_MAX_FP32_FRACTION))
     tried = []
     for n_fp32 in range(max_fp32 + 1):
