@@ -236,3 +236,15 @@ def test_hub_model_offline_says_how_to_pass_a_folder(tmp_path, monkeypatch):
 def test_sentence_transformers_settings_are_read(minilm_bundles):
     m = read_manifest(minilm_bundles["fp32"])
     assert m.pooling == "mean" and m.normalize is True and m.hidden_size == 384 and m.num_layers == 6
+
+
+@pytest.mark.slow
+def test_bert_base_twin_fp32_parity_through_the_runtime(twin_model_dir, twin_bundles):
+    from bowrt import Encoder
+
+    m = read_manifest(twin_bundles["fp32"])
+    assert (m.hidden_size, m.num_layers, m.num_heads) == (768, 12, 12)
+    ref = torch_reference(twin_model_dir, TEXTS, 256, "cls")
+    got = Encoder(twin_bundles["fp32"]).encode_passages(TEXTS)
+    assert cos(ref, got).min() >= 0.99999
+    assert np.abs(ref - got).max() <= 1e-4 * np.abs(ref).max()

@@ -1,0 +1,129 @@
+"""Before/after for bowrt's int8 (issue 7): ONNX Runtime's standard dynamic int8 vs bowrt's
+smoothquant per-token int8, side by side in one process on the same machine.
+
+    python benchmarks/int8_compare.py [--rounds 5] [--model DIR] [--threads N]
+
+Speed: the bert-base twin's fused fp32 graph, quantized both ways (and run as fp32),
+interleaved round by round; medians. Batch invariance: a passage alone vs inside a
+batch of 32 mixed-length passages (min cosine over 32 passages). Agreement: real
+weights (all-MiniLM-L6-v2), min cosine and overlap@10 against PyTorch fp32 on the
+probe set, for CLS and mean pooling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bowrt.bench.models import minilm_folder, twin_folder  # noqa: E402
+from bowrt.bundle import TextRules  # noqa: E402
+from bowrt.export import int8, optimize, parity, pipeline, probes, source, to_onnx  # noqa: E402
+
+
+def build(model: str, work: Path, pooling: str | None = None) -> tuple[source.Source, object, dict[str, Path]]:
+    """Fused fp32, dynamic int8 and smoothquant int8 graphs of ``model`` in ``work``."""
+    import onnx
+
+    src = source.load_source(model, pooling=pooling)
+    tok = pipeline._save_tokenizer(src, work / "tokenizer.json")
+    fused = work / "fp32.onnx"
+    optimize.fuse(to_onnx.export_onnx(src.model, src.pooling, work / "raw.onnx"), fused,
+                  num_heads=src.num_heads, hidden_size=src.hidden_size)
+    int8.quantize_dynamic_int8(fused, work / "dynamic.onnx")
+    cal = probes.load_text_set("calibration")
+    cq, cp = probes.tokenized(tok, cal, TextRules())
+    batches = [(ids, mask) for _, ids, mask in probes.padded_batches(cq + cp, 16)]
+    graph = onnx.load(str(fused))
+    amax, samples = int8.activation_stats(fused, int8.find_targets(graph), batches)
+    alphas, _ = int8.choose_alphas(graph, amax, samples)
+    int8.quantize_smooth(fused, work / "smoothquant.onnx", amax, alpha=alphas)
+    return src, tok, {name: work / f"{name}.onnx" for name in ("fp32", "dynamic", "smoothquant")}
+
+
+def speed(paths: dict[str, Path], rounds: int, threads: int) -> dict[str, dict[str, float]]:
+    rng = np.random.default_rng(0)
+    corpus = [list(rng.integers(1000, 20000, int(n))) for n in rng.integers(20, 256, 200)]
+    shapes = {"batch1 query ms": (1, 13), "32x128 seq/s": (32, 128)}
+    runs = {name: probes.ort_runner(str(p), threads=threads) for name, p in paths.items()}
+    feeds = {k: rng.integers(1000, 20000, s).astype(np.int64) for k, s in shapes.items()}
+    times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in [*shapes, "corpus seq/s"]} for n in runs}
+    for r in range(rounds + 1):  # round 0 is the warm-up
+        for name, run in runs.items():
+            for key, ids in feeds.items():
+                reps = 20 if key.startswith("batch1") else 1
+                t = time.perf_counter()
+                for _ in range(reps):
+                    run(ids, np.ones_like(ids))
+                dt = (time.perf_counter() - t) / reps
+                if r:
+                    times[name][key].append(dt * 1000 if key.startswith("batch1") else ids.shape[0] / dt)
+            t = time.perf_counter()
+            probes.encode_ids(run, corpus, batch_size=32)
+            if r:
+                times[name]["corpus seq/s"].append(len(corpus) / (time.perf_counter() - t))
+    return {n: {k: statistics.median(v) for k, v in d.items()} for n, d in times.items()}
+
+
+def invariance(path: Path, tok) -> float:
+    texts = probes.load_text_set("probes")
+    _, p_ids = probes.tokenized(tok, texts, TextRules())
+    run = probes.ort_runner(str(path))
+    ids = p_ids[:32]
+    batched = probes.encode_ids(run, ids, batch_size=32)
+    alone = np.concatenate([probes.encode_ids(run, [x]) for x in ids])
+    return float(parity.cosines(alone, batched).min())
+
+
+def agreement(model: str, pooling: str, work: Path) -> dict[str, dict[str, float]]:
+    src, tok, paths = build(model, work, pooling)
+    probe = pipeline._Probe(src, tok, TextRules())
+    out = {}
+    for name in ("dynamic", "smoothquant"):
+        run = probes.ort_runner(str(paths[name]))
+        m = parity.compare(probe.ref_q, probe.ref_p, probes.encode_ids(run, probe.q_ids), probes.encode_ids(run, probe.p_ids))
+        out[name] = {"min_cosine": m["min_cosine"], "overlap_at_10": m["overlap_at_10"]}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--model", default=None, help="speed model folder (default: the bert-base twin)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "twin").mkdir()
+        _, tok, paths = build(args.model or str(twin_folder(print)), tmp / "twin")
+        s = speed(paths, args.rounds, args.threads or 0)
+        inv = {name: invariance(p, tok) for name, p in paths.items()}
+        acc = {}
+        for pooling in ("mean", "cls"):
+            (tmp / pooling).mkdir()
+            acc[pooling] = agreement(str(minilm_folder()), pooling, tmp / pooling)
+    print(f"\nspeed: bert-base twin, {args.rounds} rounds, medians; agreement: all-MiniLM-L6-v2 vs PyTorch fp32\n")
+    print("| graph | batch-1 query ms | 32x128 seq/s | mixed corpus seq/s | alone vs batch-32 min cos "
+          "| min cos (mean) | overlap@10 (mean) | min cos (CLS) | overlap@10 (CLS) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in ("fp32", "dynamic", "smoothquant"):
+        a = [acc[p].get(name, {}) for p in ("mean", "cls")]
+        cells = [f"{x.get('min_cosine', 1):.4f} | {x.get('overlap_at_10', 1):.3f}" for x in a]
+        print(f"| {name} | {s[name]['batch1 query ms']:.1f} | {s[name]['32x128 seq/s']:.2f} | "
+              f"{s[name]['corpus seq/s']:.2f} | {inv[name]:.6f} | {cells[0]} | {cells[1]} |")
+    d, q = s["dynamic"], s["smoothquant"]
+    print(f"\nsmoothquant / dynamic: batch-1 {d['batch1 query ms'] / q['batch1 query ms']:.2f}x, "
+          f"32x128 {q['32x128 seq/s'] / d['32x128 seq/s']:.2f}x, corpus {q['corpus seq/s'] / d['corpus seq/s']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
