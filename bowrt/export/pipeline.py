@@ -95,16 +95,16 @@ def _ref_vectors(src: source.Source, ids: list[list[int]]) -> np.ndarray:
 
 
 def _int8(
-    fused: Path, work: Path, src: source.Source, tokenizer: Any, rules: TextRules, probe: _Probe,
+    fused: Path, work: Path, src: source.Source, tokenizer: Any, rules: TextRules,
     gates: dict[str, float], method: str, log: Log,
-) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+) -> tuple[Path, dict[str, Any]]:
     """Build the int8 graph; for smoothquant, keep the most error-prone nodes in fp32 until
     the calibration texts (never the probes) reach the search target or the fp32 cap is hit."""
     import onnx
 
     path = work / "model.int8.onnx"
     if method == "dynamic":
-        return path, int8.quantize_dynamic_int8(fused, path), {}
+        return path, int8.quantize_dynamic_int8(fused, path)
     cal = probes.load_text_set("calibration")
     cal_q, cal_p = probes.tokenized(tokenizer, cal, rules)
     batches = [(ids, mask) for _, ids, mask in probes.padded_batches(cal_q + cal_p, 16)]
@@ -128,7 +128,7 @@ def _int8(
         if parity.check_gates(got, target).passed:
             break
     info["calibration"] = {**cal.describe(), "search_target": target, "search": tried}
-    return path, info, {}
+    return path, info
 
 
 def export_model(
@@ -193,7 +193,7 @@ def export_model(
                 info = fp16.to_fp16(fused, path)
                 built[variant] = (path, info, probe.measure(path))
             else:
-                path, info, _ = _int8(fused, work, src, tokenizer, rules, probe, gate_table[variant], int8_method, log)
+                path, info = _int8(fused, work, src, tokenizer, rules, gate_table[variant], int8_method, log)
                 built[variant] = (path, info, probe.measure(path))
             metrics = built[variant][2]
             log("  " + parity.format_report(variant, metrics, gate_table[variant]))
