@@ -66,7 +66,46 @@ def test_graph_io_and_fused_operators(tiny_bundles):
     assert out.name == "embedding"
     assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["batch", 64]
     ops = {n.op_type for n in model.graph.node}
-    assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu"} <= ops
+    assert {"Attention", "LayerNormalization", "EmbedLayerNormalization", "BiasGelu"} <= ops
+    # The CPU variants ship the layer norms split (ORT's CPU SkipLayerNormalization is slower);
+    # the manifest still records what the fusion found, and the fp16 (GPU) graph keeps it fused.
+    assert "SkipLayerNormalization" not in ops
+    m = verify_bundle(tiny_bundles["fp32"])
+    assert m.parity["fused_operators"]["SkipLayerNormalization"] == 2 * 2
+    assert m.parity["graph_rewrites"] and "LayerNormalization" in m.parity["graph_rewrites"][0]
+    int8_ops = {n.op_type for n in onnx.load(str(tiny_bundles["int8"] / "model.onnx")).graph.node}
+    assert "SkipLayerNormalization" not in int8_ops and "LayerNormalization" in int8_ops
+    if "fp16" in tiny_bundles:
+        fp16_ops = {n.op_type for n in onnx.load(str(tiny_bundles["fp16"] / "model.onnx")).graph.node}
+        assert "SkipLayerNormalization" in fp16_ops
+
+
+def test_split_layer_norm_matches_the_fused_kernel(tmp_path):
+    """The split graph computes what ORT's SkipLayerNormalization computes (with and without bias)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bowrt.export.optimize import split_skip_layer_norms
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), n) for n in ("g", "b", "bias")]
+    nodes = [
+        helper.make_node("SkipLayerNormalization", ["x", "s", "g", "b", "bias"], ["h"], domain="com.microsoft", epsilon=1e-5),
+        helper.make_node("SkipLayerNormalization", ["h", "s", "g", "b"], ["y"], domain="com.microsoft", epsilon=1e-5),
+    ]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, 8]) for n in ("x", "s")]
+    graph = helper.make_graph(nodes, "g", io, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "fused.onnx"))
+    assert split_skip_layer_norms(tmp_path / "fused.onnx", tmp_path / "split.onnx") == 2
+    split = onnx.load(str(tmp_path / "split.onnx"))
+    assert [n.op_type for n in split.graph.node] == ["Add", "Add", "LayerNormalization", "Add", "LayerNormalization"]
+    feed = {"x": rng.standard_normal((2, 3, 8)).astype(np.float32), "s": rng.standard_normal((2, 3, 8)).astype(np.float32)}
+    want = ort.InferenceSession(str(tmp_path / "fused.onnx"), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    got = ort.InferenceSession(
+        str(tmp_path / "split.onnx"), providers=["CPUExecutionProvider"], disabled_optimizers=["SkipLayerNormFusion"]
+    ).run(None, feed)[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_manifest_records_the_evaluation_setup(tiny_bundles):

@@ -26,6 +26,7 @@ from bowrt.runtime.session import (
     TENSORRT,
     Session,
     build_providers,
+    disabled_optimizers,
     physical_cores,
     resolve_provider_names,
 )
@@ -98,6 +99,13 @@ def test_cuda_options(tmp_path):
     fp16 = dict(build_providers("cuda", _manifest("fp16"), GPU_BUILD, tmp_path / "b"))[CUDA]
     assert fp16["use_tf32"] == "1"
     assert all(isinstance(v, str) for v in cuda.values())
+
+
+def test_layer_norm_refusion_off_on_cpu_only():
+    """CPU keeps the export's split layer norms; CUDA/TensorRT let ORT re-fuse them."""
+    assert disabled_optimizers([CPU]) == ["SkipLayerNormFusion"]
+    assert disabled_optimizers([CUDA, CPU]) == []
+    assert disabled_optimizers([TENSORRT, CUDA, CPU]) == []
 
 
 def test_order_of_a_list_is_kept():

@@ -34,6 +34,13 @@ from bowrt.export import fp16, int8, optimize, parity, probes, source, to_onnx
 Log = Callable[[str], None]
 
 
+# Recorded in the CPU variants' manifests (see optimize.split_skip_layer_norms).
+CPU_LAYER_NORM_REWRITE = (
+    "SkipLayerNormalization split into Add + LayerNormalization (faster on ORT's CPU kernels; "
+    "ORT re-fuses it on CUDA at session load)"
+)
+
+
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -104,7 +111,9 @@ def _int8(
 
     path = work / "model.int8.onnx"
     if method == "dynamic":
-        return path, int8.quantize_dynamic_int8(fused, path)
+        info = int8.quantize_dynamic_int8(fused, path)
+        optimize.split_skip_layer_norms(path, path)
+        return path, info
     cal = probes.load_text_set("calibration")
     cal_q, cal_p = probes.tokenized(tokenizer, cal, rules)
     batches = [(ids, mask) for _, ids, mask in probes.padded_batches(cal_q + cal_p, 16)]
@@ -120,6 +129,7 @@ def _int8(
     tried = []
     for n_fp32 in range(max_fp32 + 1):
         info = int8.quantize_smooth(fused, path, amax, alpha=alphas, keep_fp32=frozenset(order[:n_fp32]))
+        optimize.split_skip_layer_norms(path, path)  # search on the graph that ships
         run = probes.ort_runner(str(path))
         got = parity.compare(ref_q, ref_p, probes.encode_ids(run, cal_q), probes.encode_ids(run, cal_p))
         tried.append({"fp32_nodes": n_fp32, "min_cosine": got["min_cosine"], "overlap_at_10": got["overlap_at_10"]})
@@ -187,7 +197,9 @@ def export_model(
         for variant in variants:
             log(f"building {variant} ...")
             if variant == "fp32":
-                built[variant] = (fused, None, probe.measure(fused))
+                path = work / "model.fp32.cpu.onnx"
+                optimize.split_skip_layer_norms(fused, path)
+                built[variant] = (path, None, probe.measure(path))
             elif variant == "fp16":
                 path = work / "model.fp16.onnx"
                 info = fp16.to_fp16(fused, path)
@@ -227,6 +239,7 @@ def export_model(
                     "metrics": metrics,
                     "gates": gate_table[variant],
                     "fused_operators": counts,
+                    "graph_rewrites": [] if variant == "fp16" else [CPU_LAYER_NORM_REWRITE],
                 },
                 tools=versions,
                 created=created,

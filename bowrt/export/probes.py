@@ -109,7 +109,12 @@ def ort_runner(model_path: str, threads: int | None = None) -> RunFn:
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+    from bowrt.runtime.session import CPU_DISABLED_OPTIMIZERS
+
+    # As the runtime runs it on CPU (no re-fusing of the split layer norms).
+    sess = ort.InferenceSession(
+        model_path, opts, providers=["CPUExecutionProvider"], disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS)
+    )
     names = [i.name for i in sess.get_inputs()]
 
     def run(input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -39,6 +39,13 @@ FEEDABLE = ("input_ids", "attention_mask", "token_type_ids")
 ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
+# ORT graph optimizers the runtime turns off when the session runs on CPU. The
+# export splits SkipLayerNormalization into Add + LayerNormalization for the CPU
+# variants, because ORT's CPU SkipLayerNormalization kernel is 2.4-2.8x slower than
+# the two (bowrt/export/optimize.py); this keeps ORT from fusing them back. On
+# CUDA/TensorRT nothing is turned off, so ORT re-fuses for its GPU kernel.
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
 # TensorRT optimization profile: the batch the engine is tuned for.
 TRT_OPT_BATCH = 32
 
@@ -206,6 +213,11 @@ def build_providers(
     return out
 
 
+def disabled_optimizers(provider_names: Sequence[str]) -> list[str]:
+    """The ORT optimizers to turn off for a session whose providers are ``provider_names``."""
+    return list(CPU_DISABLED_OPTIMIZERS) if provider_names and provider_names[0] == CPU else []
+
+
 def session_options(threads: int, cpu_mem_arena: bool = False) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -254,6 +266,7 @@ class Session:
                 sess_options=session_options(threads, cpu_mem_arena),
                 providers=[n for n, _ in providers],
                 provider_options=[o for _, o in providers],
+                disabled_optimizers=disabled_optimizers([n for n, _ in providers]),
             )
         except Exception as e:  # ORT raises its own pybind exception types
             raise BundleFormatError(f"onnxruntime could not load {str(bundle_dir / MODEL_FILE)!r}: {e}") from e
