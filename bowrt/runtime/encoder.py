@@ -30,13 +30,15 @@ from bowrt.errors import OptionError
 from bowrt.runtime.session import GPU_PROVIDERS, SHORT, Session, build_providers, physical_cores
 from bowrt.runtime.tokenize import KINDS, Kind, TextTokenizer, Tokens, tokenize, validate_passages, validate_queries
 
-# Token budget per batch, padding included (rows x longest row). Provisional
-# values, to be replaced by measured ones: on CPU, throughput flattens once a
-# batch holds a few thousand tokens, and a larger one only adds latency and
-# attention memory (quadratic in the row length); a GPU needs far more work
-# per launch to fill its SMs.
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 8192, "gpu": 32768}
-# Cap on rows per batch (queries are short: 8192 tokens would be 600+ rows).
+# Token budget per batch, padding included (rows x longest row). CPU: measured
+# with `python benchmarks/budget_sweep.py` (bert-base twin, 200 mixed-length
+# passages, 2 threads): throughput falls as batches grow past a few thousand
+# tokens (the activations outgrow the caches; this machine's memory bandwidth is
+# low): fp32 peaked at 2048 (1.00; 8192: 0.78, 32768: 0.55), int8 at 1024 (2048:
+# 0.95, 8192: 0.44). 2048 is the smallest budget near the best for both. GPU:
+# not measured (no GPU here); a GPU needs far more work per launch to fill its SMs.
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "gpu": 32768}
+# Cap on rows per batch (queries are short: 32768 tokens would be 2000+ rows).
 # It is also the batch dimension of the TensorRT optimization profile.
 DEFAULT_MAX_BATCH_SIZE = 256
 
@@ -115,16 +117,17 @@ class Encoder:
             with CUDA then CPU below it for the nodes it cannot take.
         threads: ORT intra-op threads; default one per physical core.
         max_batch_tokens: token budget of one batch, padding included
-            (``rows x longest row``). Default 8192 on CPU, 32768 on GPU
-            (provisional, pending measurement). Larger batches trade latency and
-            memory for throughput.
+            (``rows x longest row``). Default 2048 on CPU (measured: larger
+            batches ran slower here, see ``benchmarks/budget_sweep.py``), 32768
+            on GPU (not measured). It also bounds the memory one batch needs.
         max_batch_size: most rows in one batch (default 256); also the largest
             batch of the TensorRT optimization profile.
         device_id: the GPU, for CUDA and TensorRT.
         cache_dir: where TensorRT keeps its engine and timing caches; default
             ``<bundle>.trt-cache`` next to the bundle.
-        cpu_mem_arena: use ORT's CPU memory arena (default off: with varying
-            batch shapes it keeps its high-water mark for good; see session.py).
+        cpu_mem_arena: use ORT's CPU memory arena (default on: with batches
+            bounded by ``max_batch_tokens`` its high-water mark is bounded too,
+            and it held half the peak RSS of plain malloc; see session.py).
 
     Unknown options raise :class:`OptionError` listing the valid ones.
     """
@@ -139,7 +142,7 @@ class Encoder:
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         device_id: int = 0,
         cache_dir: str | os.PathLike[str] | None = None,
-        cpu_mem_arena: bool = False,
+        cpu_mem_arena: bool = True,
         **unknown: Any,
     ):
         if unknown:

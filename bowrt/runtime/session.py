@@ -218,7 +218,7 @@ def disabled_optimizers(provider_names: Sequence[str]) -> list[str]:
     return list(CPU_DISABLED_OPTIMIZERS) if provider_names and provider_names[0] == CPU else []
 
 
-def session_options(threads: int, cpu_mem_arena: bool = False) -> ort.SessionOptions:
+def session_options(threads: int, cpu_mem_arena: bool = True) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1  # one linear graph: nothing to run side by side
@@ -226,10 +226,12 @@ def session_options(threads: int, cpu_mem_arena: bool = False) -> ort.SessionOpt
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Memory patterns plan buffers for one input shape; every batch has its own.
     so.enable_mem_pattern = False
-    # CPU arena off by default: ORT's BFC arena keeps its high-water mark for the
-    # life of the session and grows in powers of two, so one long batch pins that
-    # memory forever (ORT #11627). Off, activations go to malloc, which returns
-    # large blocks to the OS; a BERT matmul costs far more than the allocation.
+    # CPU arena: on by default. ORT's BFC arena keeps its high-water mark for the
+    # life of the session (ORT #11627), so it is only safe because every batch is
+    # bounded by the Encoder's token budget. Measured (int8 twin, budget 2048, 4
+    # passes of random sizes): peak RSS 431 -> 436 MB with the arena, 835 -> 931 MB
+    # and still growing without it (malloc keeps freed blocks per thread), and
+    # 8-45% more passages/s with it.
     so.enable_cpu_mem_arena = cpu_mem_arena
     return so
 
@@ -254,7 +256,7 @@ class Session:
         threads: int,
         device_id: int = 0,
         max_batch_size: int = 256,
-        cpu_mem_arena: bool = False,
+        cpu_mem_arena: bool = True,
         io_binding: bool | None = None,
     ):
         for name, opts in providers:
