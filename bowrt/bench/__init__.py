@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workloads", type=_csv, default=WORKLOADS, metavar="LIST",
                    help=f"comma-separated (default: {','.join(WORKLOADS)})")
     p.add_argument("--rounds", type=int, metavar="N", help="measured rounds after the warm-up (default 3; --quick: 1)")
+    p.add_argument("--corpus", type=int, metavar="N",
+                   help="passages in the mixed-length corpus workload (default 1000; --quick: 200, fewer if needed)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 round, 30 latency calls, 200-passage corpus, 1 s per concurrency point; "
                         "leaves out peers (and says which) to stay under ~3 minutes")
@@ -62,12 +64,12 @@ def main(argv: list[str]) -> int:
     from bowrt.errors import BowrtError
 
     args = parser().parse_args(argv)
-    for name, value in (("--rounds", args.rounds), ("--threads", args.threads)):
+    for name, value in (("--rounds", args.rounds), ("--threads", args.threads), ("--corpus", args.corpus)):
         if value is not None and value < 1:
             parser().error(f"{name} must be >= 1, got {value}")
     cfg = BenchConfig(
         bundles=tuple(args.bundles), model=args.model, against=args.against, workloads=args.workloads,
-        rounds=args.rounds, quick=args.quick, threads=args.threads, out=args.out, gates=tuple(args.gate),
+        rounds=args.rounds, corpus=args.corpus, quick=args.quick, threads=args.threads, out=args.out, gates=tuple(args.gate),
         device=args.device, accuracy=not args.no_accuracy, memory=not args.no_memory,
     )
     try:
