@@ -231,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-inputs", type=int, default=256, metavar="N", help="texts per request (default %(default)s)")
     s.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024, metavar="N", help="default %(default)s")
     s.add_argument("--request-timeout", type=float, default=30.0, metavar="S", help="seconds (default %(default)s)")
-    s.add_argument("--max-wait-ms", type=float, default=5.0, help="batching delay (default %(default)s)")
+    s.add_argument("--max-wait-ms", type=float, default=0.0,
+                   help="how long a batch waits for more requests; 0: run as soon as the worker is free "
+                        "(requests still merge while a batch computes) (default %(default)s)")
     s.add_argument("--max-batch-size", type=int, default=64, metavar="N", help="rows per batch (default %(default)s)")
     s.add_argument("--max-batch-tokens", type=int, metavar="N", help="padded tokens per batch (default: the Encoder's)")
     s.add_argument("--max-queue", type=int, default=256, metavar="N", help="pending requests per kind before 429")

@@ -134,7 +134,9 @@ class ConcurrentResult:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
 
 
-def concurrent(encoder: Any, queries: list[str], clients: int, duration_s: float, mode: str) -> ConcurrentResult:
+def concurrent(
+    encoder: Any, queries: list[str], clients: int, duration_s: float, mode: str, max_wait_ms: float = 2.0
+) -> ConcurrentResult:
     """``clients`` closed-loop threads, each sending one query and waiting for it, for ``duration_s``.
 
     ``batched``: each caller tokenizes its query in its own thread and submits
@@ -151,7 +153,7 @@ def concurrent(encoder: Any, queries: list[str], clients: int, duration_s: float
     if mode == "batched":
         batcher = DynamicBatcher(
             lambda rows: encoder.encode_tokens(Tokens("query", tuple(rows))),
-            max_batch_size=64, max_wait_ms=2.0, max_queue=4096, cost_fn=len,
+            max_batch_size=64, max_wait_ms=max_wait_ms, max_queue=4096, cost_fn=len,
             max_batch_tokens=encoder.max_batch_tokens, name="bench",
         )
 

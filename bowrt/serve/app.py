@@ -55,7 +55,7 @@ from bowrt.errors import (
     RequestTooLarge,
 )
 from bowrt.runtime import Encoder, Tokens
-from bowrt.runtime.batcher import DynamicBatcher
+from bowrt.runtime.batcher import DEFAULT_MAX_WAIT_MS, DynamicBatcher
 
 log = logging.getLogger("bowrt.serve")
 KINDS = ("query", "passage")
@@ -70,7 +70,7 @@ class ServeConfig:
     max_inputs: int = 256  # texts per request; more -> 413
     max_body_bytes: int = 2 * 1024 * 1024  # request body; more -> 413
     request_timeout_s: float = 30.0  # a request not started by then -> 504
-    max_wait_ms: float = 5.0  # how long a batch waits for company
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS  # how long a batch waits for company (0: runs when the worker is free)
     max_batch_size: int = 64  # rows per merged batch
     max_batch_tokens: int | None = None  # padded tokens per batch; None: the Encoder's budget
     max_queue: int = 256  # pending requests per kind; more -> 429
