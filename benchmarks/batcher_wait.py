@@ -48,7 +48,7 @@ def main() -> int:
             for c in clients:
                 for mode, wait in modes:
                     out = concurrent(enc, queries, c, 0.3 if r == 0 else args.seconds, mode,
-                                     max_wait_ms=wait if wait is not None else 2.0)
+                                     max_wait_ms=wait)
                     if r:
                         lat = sorted(out.latencies_ms)
                         res.setdefault((name, c, mode, wait), []).append(

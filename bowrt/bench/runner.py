@@ -259,7 +259,7 @@ def _gather(rec: dict[str, Any], texts: workloads.Texts, flops: dict[str, float]
                                  "mean_batch_size": float(np.median([r.mean_batch_size for r in rs])) if rs[0].mean_batch_size else None}
                              for c, rs in by_c.items()} for mode, by_c in by_mode.items()}
         out["concurrent"] = {"description": f"closed-loop clients sending single queries for {cfg.concurrent_s} s per "
-                             "point: 'batched' through DynamicBatcher (max 64 rows, max_wait 2 ms; callers tokenize), "
+                             "point: 'batched' through DynamicBatcher (max 64 rows, max_wait 0 ms, the batcher's default; callers tokenize), "
                              "'direct' = one encode_queries call per request from each client thread",
                              "clients": list(CLIENTS), "duration_s": cfg.concurrent_s, "results": res}
     return out

@@ -135,7 +135,7 @@ class ConcurrentResult:
 
 
 def concurrent(
-    encoder: Any, queries: list[str], clients: int, duration_s: float, mode: str, max_wait_ms: float = 2.0
+    encoder: Any, queries: list[str], clients: int, duration_s: float, mode: str, max_wait_ms: float | None = None
 ) -> ConcurrentResult:
     """``clients`` closed-loop threads, each sending one query and waiting for it, for ``duration_s``.
 
@@ -145,7 +145,7 @@ def concurrent(
     ``encoder.encode_queries([q])`` itself; concurrent calls share the session.
     """
     from bowrt.runtime import Tokens
-    from bowrt.runtime.batcher import DynamicBatcher
+    from bowrt.runtime.batcher import DEFAULT_MAX_WAIT_MS, DynamicBatcher
 
     if mode not in ("batched", "direct"):
         raise ValueError(f"mode must be 'batched' or 'direct', got {mode!r}")
@@ -153,7 +153,8 @@ def concurrent(
     if mode == "batched":
         batcher = DynamicBatcher(
             lambda rows: encoder.encode_tokens(Tokens("query", tuple(rows))),
-            max_batch_size=64, max_wait_ms=max_wait_ms, max_queue=4096, cost_fn=len,
+            max_batch_size=64, max_queue=4096, cost_fn=len,
+            max_wait_ms=DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms,
             max_batch_tokens=encoder.max_batch_tokens, name="bench",
         )
 
