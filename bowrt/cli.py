@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024, metavar="N", help="default %(default)s")
     s.add_argument("--request-timeout", type=float, default=30.0, metavar="S", help="seconds (default %(default)s)")
     # 0.0 = bowrt.runtime.batcher.DEFAULT_MAX_WAIT_MS, written out: importing it here would load
-    # onnxruntime for every command (`bowrt verify` must need only the base install, stdlib side).
+    # onnxruntime and numpy for every command, and `bowrt verify` must run without them.
     s.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="how long a batch waits for more requests; 0: run as soon as the worker is free "
                         "(requests still merge while a batch computes) (default %(default)s)")
