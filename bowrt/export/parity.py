@@ -22,8 +22,10 @@ DEFAULT_GATES: dict[str, dict[str, float]] = {
     "int8": {"min_cosine": 0.99, "overlap_at_10": 0.95},
 }
 # What the int8 search aims for on the calibration texts before it stops keeping
-# more nodes in fp32 (a stricter bar than the gate, which is checked on the probes).
-INT8_SEARCH_TARGET = {"min_cosine": 0.995, "overlap_at_10": 0.97}
+# more nodes in fp32. Stricter than the probe gate on purpose: the calibration set has
+# 64 passages against the probes' 96, so its overlap@10 runs higher (0.006-0.02 above
+# the probes' in every int8 configuration measured on MiniLM).
+INT8_SEARCH_TARGET = {"min_cosine": 0.995, "overlap_at_10": 0.98}
 INT8_MAX_FP32_FRACTION = 0.125
 UPPER_BOUNDED = {"max_abs_diff_rel", "max_abs_diff"}
 METRICS = ("min_cosine", "mean_cosine", "max_abs_diff", "max_abs_diff_rel", "overlap_at_10", "batch_invariance_min_cosine")

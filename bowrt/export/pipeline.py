@@ -105,8 +105,10 @@ def _int8(
     fused: Path, work: Path, src: source.Source, tokenizer: Any, rules: TextRules,
     gates: dict[str, float], method: str, log: Log,
 ) -> tuple[Path, dict[str, Any]]:
-    """Build the int8 graph; for smoothquant, keep the most error-prone nodes in fp32 until
-    the calibration texts (never the probes) reach the search target or the fp32 cap is hit."""
+    """Build the int8 graph. For smoothquant, if the calibration texts (never the probes)
+    miss the search target with every node quantized, measure each node's end-to-end
+    effect (the output error left when that node alone stays fp32) and keep the most
+    effective ones in fp32, one at a time, until the target or the fp32 cap is reached."""
     import onnx
 
     path = work / "model.int8.onnx"
@@ -119,25 +121,56 @@ def _int8(
     batches = [(ids, mask) for _, ids, mask in probes.padded_batches(cal_q + cal_p, 16)]
     model = onnx.load(str(fused))
     targets = int8.find_targets(model)
-    amax, samples = int8.activation_stats(fused, targets, batches)
-    alphas, ranked = int8.choose_alphas(model, amax, samples)
-    order = [name for name, _ in ranked]
+    log(f"  calibrating on {len(cal_q) + len(cal_p)} texts ...")
+    stats = int8.activation_stats(fused, targets, batches)
+    alphas = int8.choose_alphas(model, stats)
     ref_q, ref_p = _ref_vectors(src, cal_q), _ref_vectors(src, cal_p)
     # A gate set to 0 (e.g. ranking agreement on random weights) is not searched for either.
     target = {k: max(v, gates.get(k, 0.0)) for k, v in parity.INT8_SEARCH_TARGET.items() if gates.get(k, 1.0) > 0}
     max_fp32 = max(1, round(len(targets) * parity.INT8_MAX_FP32_FRACTION))
-    tried = []
-    for n_fp32 in range(max_fp32 + 1):
-        info = int8.quantize_smooth(fused, path, amax, alpha=alphas, keep_fp32=frozenset(order[:n_fp32]))
-        optimize.split_skip_layer_norms(path, path)  # search on the graph that ships
+    cache: dict[Any, Any] = {}  # rounded weights, shared by every graph built below
+
+    def build(keep: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+        info = int8.quantize_smooth(fused, path, stats, alpha=alphas, keep_fp32=frozenset(keep), cache=cache)
+        optimize.split_skip_layer_norms(path, path)  # measure the graph that ships
         run = probes.ort_runner(str(path))
-        got = parity.compare(ref_q, ref_p, probes.encode_ids(run, cal_q), probes.encode_ids(run, cal_p))
-        tried.append({"fp32_nodes": n_fp32, "min_cosine": got["min_cosine"], "overlap_at_10": got["overlap_at_10"]})
-        log(f"  int8 with {n_fp32} node(s) in fp32, on the calibration texts: min cos {got['min_cosine']:.5f}, "
+        return info, parity.compare(ref_q, ref_p, probes.encode_ids(run, cal_q), probes.encode_ids(run, cal_p))
+
+    def step(keep: list[str], got: dict[str, float]) -> dict[str, Any]:
+        log(f"  int8 with {len(keep)} node(s) in fp32, on the calibration texts: min cos {got['min_cosine']:.5f}, "
             f"overlap@10 {got['overlap_at_10']:.3f}")
-        if parity.check_gates(got, target).passed:
-            break
-    info["calibration"] = {**cal.describe(), "search_target": target, "search": tried}
+        return {"fp32_nodes": len(keep), "min_cosine": got["min_cosine"], "mean_cosine": got["mean_cosine"],
+                "overlap_at_10": got["overlap_at_10"]}
+
+    log(f"  rounding the weights of {len(targets)} nodes (GPTQ) ...")
+    info, got = build([])
+    tried = [step([], got)]
+    sensitivity: list[dict[str, Any]] = []
+    if not parity.check_gates(got, target).passed:
+        log(f"  measuring each node's effect on the output ({len(targets)} graphs) ...")
+        t0 = time.perf_counter()
+        left = {}
+        for i, t in enumerate(targets, 1):
+            left[t.name] = 1.0 - build([t.name])[1]["mean_cosine"]
+            if i % 8 == 0 or i == len(targets):
+                log(f"    {i}/{len(targets)} nodes, {time.perf_counter() - t0:.0f} s")
+        order = sorted(left, key=lambda n: left[n])  # least error left first
+        sensitivity = [{"node": n, "error_left_if_fp32": left[n]} for n in order]
+        keep: list[str] = []
+        for name in order[:max_fp32]:
+            keep.append(name)
+            info, got = build(keep)
+            tried.append(step(keep, got))
+            if parity.check_gates(got, target).passed:
+                break
+    info["calibration"] = {
+        **cal.describe(), "tokens": stats.tokens, "search_target": target, "max_fp32_nodes": max_fp32,
+        "search": tried,
+        # 1 - mean cosine to PyTorch on the calibration texts with only that node in fp32
+        # (every other quantized), lowest first; empty when no search was needed.
+        "sensitivity": sensitivity,
+        "error_all_quantized": 1.0 - tried[0]["mean_cosine"],
+    }
     return path, info
 
 
