@@ -40,6 +40,9 @@ from bowrt.runtime.encoder import (  # noqa: E402
 
 
 GRAPHS = ("fp32", "dynamic", "dynamic+split", "smoothquant")
+# bowrt's int8 as `bowrt export` writes it: smoothquant plus the fp32-fallback search,
+# which runs on real weights only (agreement rows; the twin's is the smoothquant graph).
+EXPORTED = "int8 bundle"
 
 
 def build(model: str, work: Path, pooling: str | None = None) -> tuple[source.Source, object, dict[str, Path]]:
@@ -103,15 +106,22 @@ def invariance(path: Path, tok) -> float:
     return float(parity.cosines(alone, batched).min())
 
 
-def agreement(model: str, pooling: str, work: Path) -> dict[str, dict[str, float]]:
+def agreement(model: str, pooling: str, work: Path) -> tuple[dict[str, dict[str, float]], dict[str, Path], list[str]]:
+    """Agreement of every graph, and of the int8 bundle the export ships (fp32-fallback
+    search included); returns the figures, the graph paths and the bundle's fp32 nodes."""
+    from bowrt.bundle import read_manifest
+    from bowrt.export import export_model
+
     src, tok, paths = build(model, work, pooling)
+    export_model(model, work / "bundle", ("int8",), pooling=pooling, force=True, log=lambda _m: None)
+    paths = {**paths, EXPORTED: work / "bundle" / "int8" / "model.onnx"}
     probe = pipeline._Probe(src, tok, TextRules())
     out = {}
-    for name in GRAPHS:
-        run = probes.ort_runner(str(paths[name]))
+    for name, path in paths.items():
+        run = probes.ort_runner(str(path))
         m = parity.compare(probe.ref_q, probe.ref_p, probes.encode_ids(run, probe.q_ids), probes.encode_ids(run, probe.p_ids))
         out[name] = {"min_cosine": m["min_cosine"], "overlap_at_10": m["overlap_at_10"]}
-    return out
+    return out, paths, read_manifest(work / "bundle" / "int8").quantization["fp32_nodes"]
 
 
 def main() -> int:
@@ -127,24 +137,40 @@ def main() -> int:
         _, tok, paths = build(args.model or str(twin_folder(print)), tmp / "twin")
         s = speed(paths, args.rounds, args.threads or 0, args.passages)
         inv = {name: invariance(p, tok) for name, p in paths.items()}
-        acc = {}
+        acc, kept = {}, {}
         for pooling in ("mean", "cls"):
             (tmp / pooling).mkdir()
-            acc[pooling] = agreement(str(minilm_folder()), pooling, tmp / pooling)
+            acc[pooling], real_paths, kept[pooling] = agreement(str(minilm_folder()), pooling, tmp / pooling)
+            if pooling == "mean":  # what the fp32 fallback costs on real weights
+                import onnx
+
+                n_targets = len(int8.find_targets(onnx.load(str(real_paths["fp32"]))))
+                fallback = speed({k: real_paths[k] for k in ("smoothquant", EXPORTED)}, args.rounds,
+                                 args.threads or 0, args.passages)
     print(f"\nspeed: bert-base twin, {args.rounds} rounds, medians, corpus of {args.passages}; "
           "agreement: all-MiniLM-L6-v2 vs PyTorch fp32\n")
     print("| graph | batch-1 query ms | 32x128 seq/s | mixed corpus seq/s | alone vs batch-32 min cos "
           "| min cos (mean) | overlap@10 (mean) | min cos (CLS) | overlap@10 (CLS) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name in GRAPHS:
+    for name in (*GRAPHS, EXPORTED):
         a = [acc[p].get(name, {}) for p in ("mean", "cls")]
         cells = [f"{x.get('min_cosine', 1):.4f} | {x.get('overlap_at_10', 1):.3f}" for x in a]
-        print(f"| {name} | {s[name]['batch1 query ms']:.1f} | {s[name]['32x128 seq/s']:.2f} | "
-              f"{s[name]['corpus seq/s']:.2f} | {inv[name]:.6f} | {cells[0]} | {cells[1]} |")
-    d, q = s["dynamic"], s["smoothquant"]
-    print(f"\nsmoothquant / dynamic: batch-1 {d['batch1 query ms'] / q['batch1 query ms']:.2f}x, "
-          f"32x128 {q['32x128 seq/s'] / d['32x128 seq/s']:.2f}x, corpus {q['corpus seq/s'] / d['corpus seq/s']:.2f}x")
+        if name in s:
+            row = f"{s[name]['batch1 query ms']:.1f} | {s[name]['32x128 seq/s']:.2f} | {s[name]['corpus seq/s']:.2f} | {inv[name]:.6f}"
+        else:
+            row = "— | — | — | —"
+        print(f"| {name} | {row} | {cells[0]} | {cells[1]} |")
+    print(f"\n{EXPORTED}: fp32 nodes kept by the export's search on MiniLM: mean {len(kept['mean'])}, "
+          f"CLS {len(kept['cls'])} (of {n_targets})")
+    print("smoothquant / dynamic:", ratios(s["smoothquant"], s["dynamic"]))
+    print(f"MiniLM (mean), {EXPORTED} / smoothquant (the cost of its {len(kept['mean'])} fp32 nodes):",
+          ratios(fallback[EXPORTED], fallback["smoothquant"]))
     return 0
+
+
+def ratios(new: dict[str, float], old: dict[str, float]) -> str:
+    return (f"batch-1 {old['batch1 query ms'] / new['batch1 query ms']:.2f}x, "
+            f"32x128 {new['32x128 seq/s'] / old['32x128 seq/s']:.2f}x, corpus {new['corpus seq/s'] / old['corpus seq/s']:.2f}x")
 
 
 if __name__ == "__main__":
