@@ -97,6 +97,14 @@ class _Probe:
         return metrics
 
 
+def _default_opset(path: Path) -> int:
+    """The graph's ONNX opset (int8 graphs are raised to 21 for blocked QuantizeLinear)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
 def _ref_vectors(src: source.Source, ids: list[list[int]]) -> np.ndarray:
     return probes.encode_ids(probes.torch_runner(src.model, src.pooling), ids)
 
@@ -261,7 +269,7 @@ def export_model(
                 num_heads=src.num_heads,
                 pooling=src.pooling,
                 normalize=src.normalize,
-                opset=to_onnx.OPSET,
+                opset=_default_opset(path),
                 inputs=tuple(TensorSpec(n, "int64", ("batch", "sequence")) for n in to_onnx.INPUT_NAMES),
                 outputs=(TensorSpec(to_onnx.OUTPUT_NAME, "float32", ("batch", src.hidden_size)),),
                 text=rules,
