@@ -1,0 +1,94 @@
+"""Paired speed check for issue 7: bowrt int8 vs ONNX Runtime's standard dynamic int8,
+alternating call by call so that this VM's drift (±20% between minutes) hits both alike.
+
+    python benchmarks/int8_paired.py [--rounds 3] [--passages 1000] [--queries 300]
+
+`int8_compare.py` runs each graph's workloads in a block, so a slow minute lands on one
+graph only; here every corpus batch and every batch-1 query runs on both graphs back to
+back (order flipped each time), with ORT's thread spinning off so that one session's
+idle threads do not steal the other's cores. Graphs are the bert-base twin's, built as
+`int8_compare.py` builds them; the corpus is mixed-length (20-256 tokens) and batched as
+the runtime batches it. Prints per-round ratios and their medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from int8_compare import build  # noqa: E402
+
+from bowrt.bench.models import twin_folder  # noqa: E402
+from bowrt.runtime.encoder import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, pad_batch, plan_batches  # noqa: E402
+from bowrt.runtime.session import CPU_DISABLED_OPTIMIZERS  # noqa: E402
+
+PAIR = ("dynamic", "smoothquant")
+
+
+def session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS))
+    names = [i.name for i in sess.get_inputs()]
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> None:
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        sess.run(None, {n: feeds[n] for n in names})
+
+    return run
+
+
+def paired(runs: dict, calls: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, list[float]]:
+    """Per-call seconds of each graph, the two graphs back to back for every call."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i, (ids, mask) in enumerate(calls):
+        for name in (PAIR if i % 2 == 0 else PAIR[::-1]):
+            t = time.perf_counter()
+            runs[name](ids, mask)
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--passages", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=300)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    corpus = [list(rng.integers(1000, 20000, int(n))) for n in rng.integers(20, 257, args.passages)]
+    plan = plan_batches([len(c) for c in corpus], DEFAULT_MAX_BATCH_TOKENS["cpu"], DEFAULT_MAX_BATCH_SIZE)
+    batches = [pad_batch([corpus[i] for i in b]) for b in plan]
+    query = rng.integers(1000, 20000, (1, 13)).astype(np.int64)
+    with tempfile.TemporaryDirectory() as tmp:
+        _, _, paths = build(str(twin_folder(print)), Path(tmp))
+        runs = {name: session(paths[name]) for name in PAIR}
+        paired(runs, batches[:2] + [(query, np.ones_like(query))] * 20)  # warm-up
+        corpus_ratio, query_ratio = [], []
+        for r in range(args.rounds):
+            c = paired(runs, batches)
+            q = paired(runs, [(query, np.ones_like(query))] * args.queries)
+            corpus_ratio.append(sum(c["dynamic"]) / sum(c["smoothquant"]))
+            query_ratio.append(statistics.median(q["dynamic"]) / statistics.median(q["smoothquant"]))
+            print(f"round {r + 1}: corpus {args.passages / sum(c['dynamic']):.2f} vs {args.passages / sum(c['smoothquant']):.2f} "
+                  f"passages/s (dynamic vs bowrt int8) = {corpus_ratio[-1]:.3f}x; batch-1 p50 "
+                  f"{statistics.median(q['dynamic']) * 1e3:.2f} vs {statistics.median(q['smoothquant']) * 1e3:.2f} ms "
+                  f"= {query_ratio[-1]:.3f}x", flush=True)
+    print(f"\nbowrt int8 / standard dynamic int8, medians over {args.rounds} rounds: "
+          f"corpus {statistics.median(corpus_ratio):.3f}x [{min(corpus_ratio):.3f}-{max(corpus_ratio):.3f}], "
+          f"batch-1 {statistics.median(query_ratio):.3f}x [{min(query_ratio):.3f}-{max(query_ratio):.3f}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
