@@ -27,25 +27,9 @@ from int8_compare import build  # noqa: E402
 
 from bowrt.bench.models import twin_folder  # noqa: E402
 from bowrt.runtime.encoder import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, pad_batch, plan_batches  # noqa: E402
-from bowrt.runtime.session import CPU_DISABLED_OPTIMIZERS  # noqa: E402
+from bowrt.export import probes  # noqa: E402
 
 PAIR = ("dynamic", "smoothquant")
-
-
-def session(path: Path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS))
-    names = [i.name for i in sess.get_inputs()]
-
-    def run(ids: np.ndarray, mask: np.ndarray) -> None:
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        sess.run(None, {n: feeds[n] for n in names})
-
-    return run
 
 
 def paired(runs: dict, calls: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, list[float]]:
@@ -72,7 +56,7 @@ def main() -> int:
     query = rng.integers(1000, 20000, (1, 13)).astype(np.int64)
     with tempfile.TemporaryDirectory() as tmp:
         _, _, paths = build(str(twin_folder(print)), Path(tmp))
-        runs = {name: session(paths[name]) for name in PAIR}
+        runs = {name: probes.ort_runner(str(paths[name]), spinning=False) for name in PAIR}
         paired(runs, batches[:2] + [(query, np.ones_like(query))] * 20)  # warm-up
         corpus_ratio, query_ratio = [], []
         for r in range(args.rounds):

@@ -241,9 +241,9 @@ def gptq_weights(w: np.ndarray, h: np.ndarray, *, damp: float = GPTQ_DAMP, block
 class _Builder:
     """Collects new nodes and initializers while the graph is rewritten.
 
-    Small operators cost ~10 µs each at batch 1, so everything that depends only on
-    the batch shape (row count, zero points, output shapes) is built once per graph
-    and shared by every quantized MatMul.
+    Small operators cost ~10 µs each at batch 1, so what depends only on the batch
+    shape (the [B, S, 1] zero points) is built once per graph and shared by every
+    quantized MatMul.
     """
 
     def __init__(self, ids_input: str) -> None:
@@ -371,10 +371,10 @@ def quantize_smooth(
         s = smooth[t.name]
         w = w * s[:, None]
         key = (t.name, rounding, hashlib.sha1(w.tobytes()).hexdigest())
-        if key not in cache:
-            # The GEMM's input is x / s, so its X^T X is the calibration one over s s^T.
-            h = stats.hessians[t.x] / np.outer(s, s).astype(np.float64)
-            cache[key] = round_weights(w) if rounding == "nearest" else gptq_weights(w, h)
+        if key not in cache and rounding == "nearest":
+            cache[key] = round_weights(w)
+        elif key not in cache:  # the GEMM's input is x / s: its X^T X is the calibration one over s s^T
+            cache[key] = gptq_weights(w, stats.hessians[t.x] / np.outer(s, s).astype(np.float64))
         w_q, w_scale = cache[key]
         x = t.x
         unsigned = t.role == "ffn_out"

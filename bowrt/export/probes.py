@@ -103,12 +103,16 @@ def torch_runner(model: Any, pooling: str) -> RunFn:
     return run
 
 
-def ort_runner(model_path: str, threads: int | None = None) -> RunFn:
+def ort_runner(model_path: str, threads: int | None = None, *, spinning: bool = True) -> RunFn:
+    """``spinning=False`` stops idle intra-op threads from busy-waiting, for benchmarks that
+    alternate sessions call by call (one session's spinning threads would slow the other)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     from bowrt.runtime.session import CPU_DISABLED_OPTIMIZERS
 
     # As the runtime runs it on CPU (no re-fusing of the split layer norms).
