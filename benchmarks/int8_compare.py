@@ -60,7 +60,8 @@ def build(model: str, work: Path, pooling: str | None = None) -> tuple[source.So
     batches = [(ids, mask) for _, ids, mask in probes.padded_batches(cq + cp, 16)]
     graph = onnx.load(str(fused))
     stats = int8.activation_stats(fused, int8.find_targets(graph), batches)
-    int8.quantize_smooth(fused, work / "smoothquant.onnx", stats, alpha=int8.choose_alphas(graph, stats))
+    alphas, modes = int8.choose_plan(graph, stats)  # as the export's first step (default tolerance)
+    int8.quantize_smooth(fused, work / "smoothquant.onnx", stats, alpha=alphas, modes=modes)
     # As bowrt ships them: layer norms split for ORT's CPU kernels (export/optimize.py). The
     # standard dynamic graph stays as sentence-transformers and optimum ship it; "dynamic+split"
     # shows what the same rewrite gives it.

@@ -13,6 +13,7 @@ import pytest
 
 from bowrt import Encoder
 from bowrt.bundle import read_manifest
+from bowrt.errors import OptionError
 from bowrt.export import export_model, int8
 from bowrt.export.parity import cosines, overlap_at_k
 from bowrt.export.probes import load_text_set
@@ -105,14 +106,36 @@ def test_manifest_records_method_and_calibration(minilm_bundles):
     assert cal["queries"] + cal["passages"] == 96 and len(cal["sha256"]) == 64
     assert cal["search"] and all("min_cosine" in step for step in cal["search"])
     assert cal["tokens"] > 0 and "GPTQ" in q["weights"]
-    # Nodes kept in fp32 come from the measured sensitivity ranking, best first.
+    assert set(q["activation_modes"].values()) <= set(int8.MODES_ACT)
+    assert len(q["activation_modes"]) == q["quantized_nodes"] + len(q["fp32_nodes"])
+    # Nodes kept in fp32 come from the search steps, which follow the measured sensitivity
+    # ranking, most effective first.
     kept = q["fp32_nodes"]
+    moves = cal["search"][1:]
     assert len(kept) == cal["search"][-1]["fp32_nodes"] <= cal["max_fp32_nodes"]
-    if kept:
+    assert kept == sorted(m["node"] for m in moves if m["to"] == "fp32")
+    if moves:
         ranked = [row["node"] for row in cal["sensitivity"]]
-        assert sorted(ranked[: len(kept)]) == kept
+        positions = [ranked.index(m["node"]) for m in moves]
+        assert positions == sorted(positions)
         errors = [row["error_left_if_fp32"] for row in cal["sensitivity"]]
         assert errors == sorted(errors) and errors[0] < cal["error_all_quantized"]
+
+
+def test_all_static_int8_is_exactly_batch_invariant(minilm_dir, tmp_path):
+    """--int8-static-tolerance inf: every node on one calibrated activation scale (the
+    fastest form, less faithful: no gate here); recorded as such, and exactly batch-invariant."""
+    export_model(str(minilm_dir), tmp_path / "b", ("int8",), int8_static_tolerance=float("inf"), force=True,
+                 gates=["int8.min_cosine=0", "int8.overlap_at_10=0"], log=lambda _m: None)
+    q = read_manifest(tmp_path / "b" / "int8").quantization
+    assert set(q["activation_modes"].values()) == {"static"} and q["calibration"]["static_tolerance"] == "inf"
+    assert assert_batch_invariant(tmp_path / "b" / "int8", min_cos=0.999999) >= 0.999999
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), "2"])
+def test_static_tolerance_is_validated(bad, tmp_path):
+    with pytest.raises(OptionError, match="static tolerance"):
+        export_model("no/such-model", tmp_path / "b", ("int8",), int8_static_tolerance=bad, log=lambda _m: None)
 
 
 def _correlated_inputs(rows: int, k: int, seed: int = 0) -> np.ndarray:
@@ -187,3 +210,41 @@ def test_per_token_matmul_on_its_own_graph(unsigned):
     assert np.all(y[1, 1] == 0.0)
     ref = x @ (w_q.astype(np.float32) * w_scale)
     assert np.abs(y - ref).max() <= 0.01 * np.abs(ref).max()
+
+
+def _run_block(b: "int8._Builder", k: int, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        b.nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, k]),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, [None, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], b.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", int8.QUANTIZE_OPSET),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x, "ids": np.zeros(x.shape[:2], np.int64)})[0]
+
+
+def test_static_matmul_on_its_own_graph():
+    """The calibrated-scale block: x / s quantized with one scale a (saturating beyond the
+    calibrated range, never wrapping), times the smoothed int8 weights; matches the same
+    arithmetic in numpy, and a row's output does not depend on the rows beside it."""
+    k, n = 16, 8
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(k, n)).astype(np.float32)
+    s = rng.uniform(0.5, 2.0, k).astype(np.float32)
+    w_q, w_scale = int8.round_weights(w * s[:, None])
+    a = 0.02
+    b = int8._Builder("ids")
+    b.static_matmul("p", "x", w_q, w_scale, s, a, "y")
+    x = rng.normal(size=(2, 3, k)).astype(np.float32)
+    x[0, 2, 5] = 50.0  # far beyond 127 * a * s_5: saturates at the top of the range
+    y = _run_block(b, k, x)
+    q = np.clip(np.round(x / s / a), -128, 127)
+    ref = (q * a) @ (w_q.astype(np.float32) * w_scale)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+    alone = _run_block(b, k, x[1:2, 1:2])
+    np.testing.assert_array_equal(alone[0, 0], y[1, 1])

@@ -129,18 +129,31 @@ def activation_stats(
     return CalibrationStats(amax, samples, hessians, tokens)
 
 
-def quantization_error(x: np.ndarray, w: np.ndarray, s: np.ndarray, unsigned: bool) -> float:
-    """Relative error of the int8 rewrite of ``x @ w`` on sample rows ``x`` (numpy simulation)."""
+def static_amax(amax: np.ndarray, s: np.ndarray) -> float:
+    """The one activation bound of a static node: the calibration texts' largest |x_j / s_j|."""
+    return float(max(np.max(amax / s), 1e-8)) * STATIC_MARGIN
+
+
+def quantization_error(
+    x: np.ndarray, w: np.ndarray, s: np.ndarray, unsigned: bool, mode: str = "token", amax: np.ndarray | None = None,
+) -> float:
+    """Relative error of the int8 rewrite of ``x @ w`` on sample rows ``x`` (numpy simulation).
+    ``mode`` "static" quantizes ``x / s`` with the one scale that ``amax`` (the calibration
+    per-channel max |x|) gives; "token" with one scale per row, from the row."""
     ref = x @ w
-    xs = ((x + GELU_MIN) if unsigned else x) / s
     ws = w * s[:, None]
     w_scale = np.maximum(np.abs(ws).max(0), 1e-12) / 127
     wq = np.clip(np.round(ws / w_scale), -127, 127) * w_scale
-    if unsigned:
+    if mode == "static":
+        a = static_amax(amax if amax is not None else np.abs(x).max(0), s) / 127
+        y = (np.clip(np.round(x / s / a), -128, 127) * a) @ wq
+    elif unsigned:
+        xs = (x + GELU_MIN) / s
         a = np.maximum(xs.max(1, keepdims=True), 1e-8) / 255
         xq = np.clip(np.round(xs / a), 0, 255) * a
         y = xq @ wq - GELU_MIN * w.sum(0)
     else:
+        xs = x / s
         a = np.maximum(np.abs(xs).max(1, keepdims=True), 1e-8) / 127
         y = (np.round(xs / a) * a) @ wq
     return float(np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-30))
@@ -166,33 +179,61 @@ def smoothing_factors(
 
 
 ALPHA_GRID = (0.4, 0.5, 0.6, 0.7)
+# Activation scales: "token" (one per row, from the row) or "static" (one per node, from the
+# calibration texts' range; no range pass and no per-row output scaling at run time).
+MODES_ACT = ("token", "static")
+# A static node's bound is the calibration max times this; beyond it values saturate.
+STATIC_MARGIN = 1.0
+# A node goes static when its simulated error is at most this many times the per-token one.
+STATIC_TOLERANCE = 1.0
 # Smoothing costs one elementwise pass per MatMul; a node is left unsmoothed when that
 # simulates at least as well as its best α (models without outlier channels). A factor
 # above 1 would trade accuracy for that pass: 1.03 cost 0.007 overlap@10 on MiniLM/CLS.
 NO_SMOOTHING_TOLERANCE = 1.0
 
 
-def choose_alphas(model: Any, stats: CalibrationStats, grid: tuple[float, ...] = ALPHA_GRID) -> dict[str, float | None]:
-    """Per target, the α with the least simulated error on the calibration rows (None: no
-    smoothing)."""
+def _errors(model: Any, stats: CalibrationStats, grid: tuple[float, ...]) -> dict[str, dict[tuple[str, float | None], float]]:
+    """Simulated error of every target for every (mode, α) on the calibration rows."""
     from onnx import numpy_helper
 
     targets = find_targets(model)
     weights = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in model.graph.initializer}
-    best: dict[str, tuple[float | None, float]] = {}
-    plain: dict[str, float] = {}
+    out: dict[str, dict[tuple[str, float | None], float]] = {t.name: {} for t in targets}
     for a in (None, *grid):
         smooth = smoothing_factors(targets, weights, stats.amax, a)
         for t in targets:
-            err = quantization_error(stats.samples[t.x], weights[t.weight], smooth[t.name], t.role == "ffn_out")
-            if a is None:
-                plain[t.name] = err
-            elif t.name not in best or err < best[t.name][1]:
-                best[t.name] = (a, err)
-    for name, err in plain.items():
-        if err <= NO_SMOOTHING_TOLERANCE * best[name][1]:
-            best[name] = (None, err)
-    return {name: a for name, (a, _) in best.items()}
+            for mode in MODES_ACT:
+                out[t.name][(mode, a)] = quantization_error(
+                    stats.samples[t.x], weights[t.weight], smooth[t.name], t.role == "ffn_out", mode, stats.amax[t.x])
+    return out
+
+
+def _best_alpha(errs: dict[tuple[str, float | None], float], mode: str, grid: tuple[float, ...]) -> tuple[float | None, float]:
+    """The least-error α for ``mode``; None (no smoothing) when that simulates no worse."""
+    a, err = min(((a, errs[(mode, a)]) for a in grid), key=lambda p: p[1])
+    plain = errs[(mode, None)]
+    return (None, plain) if plain <= NO_SMOOTHING_TOLERANCE * err else (a, err)
+
+
+def choose_alphas(model: Any, stats: CalibrationStats, grid: tuple[float, ...] = ALPHA_GRID) -> dict[str, float | None]:
+    """Per target, the α with the least simulated error on the calibration rows, all in
+    per-token mode (None: no smoothing)."""
+    return {name: _best_alpha(e, "token", grid)[0] for name, e in _errors(model, stats, grid).items()}
+
+
+def choose_plan(
+    model: Any, stats: CalibrationStats, grid: tuple[float, ...] = ALPHA_GRID, tolerance: float = STATIC_TOLERANCE,
+) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Per target, its activation mode and α: "static" (one calibrated scale, the fastest
+    form) where its simulated error is within ``tolerance`` × the per-token error, else
+    "token"."""
+    alphas, modes = {}, {}
+    for name, e in _errors(model, stats, grid).items():
+        a_tok, err_tok = _best_alpha(e, "token", grid)
+        a_st, err_st = _best_alpha(e, "static", grid)
+        modes[name] = "static" if err_st <= tolerance * err_tok else "token"
+        alphas[name] = a_st if modes[name] == "static" else a_tok
+    return alphas, modes
 
 
 def round_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -297,10 +338,29 @@ class _Builder:
         # GEMM's result is multiplied by that 0, so the row's output is 0, as it should be.
         scale = self.node("Mul", [amax, self.const(f"{p}/inv_levels", np.float32(1 / levels))], f"{p}/scale")
         q = self.node("QuantizeLinear", [x, scale, self.zero_points(zp)], f"{p}/q", axis=2, block_size=k)
-        # The row scales ride in as the A scale ([B, S, 1], broadcast by the kernel).
+        # The row scales ride in as the A scale ([B, S, 1], broadcast by the kernel). (A separate
+        # Mul after the GEMM measured no faster on the corpus and slower at batch 1.)
         return self.node(
             "MatMulIntegerToFloat",
             [q, self.const(f"{p}/w_q", w_q), scale, self.const(f"{p}/w_scale", w_scale), self.const(f"{p}/a_zp", np.uint8(zp))],
+            out,
+        )
+
+    def static_matmul(self, p: str, x: str, w_q: np.ndarray, w_scale: np.ndarray, smooth: np.ndarray | None, a: float, out: str) -> str:
+        """Nodes for ``out = x @ (w_q * w_scale)`` with activations quantized by one calibrated
+        scale ``a`` for ``x / smooth`` (per input channel; None: ``x`` arrives smoothed).
+
+        Per-tensor QuantizeLinear runs ONNX Runtime's vectorized kernel and the GEMM's float
+        epilogue does all the scaling. (A per-axis QuantizeLinear would take the smoothing
+        in its scales, but ONNX Runtime runs that form ~100x slower than Mul + per-tensor.)"""
+        if smooth is not None and not np.all(smooth == 1):
+            x = self.node("Mul", [x, self.const(f"{p}/inv_smooth", (1 / smooth).astype(np.float32))], f"{p}/x_smooth")
+        q = self.node("QuantizeLinear", [x, self.const(f"{p}/x_scale", np.float32(a)), self.const(f"{p}/x_zp", np.uint8(128))], f"{p}/q")
+        # (q - 128) * a = x_j / smooth_j: the smoothed input the (row-scaled) weights expect.
+        return self.node(
+            "MatMulIntegerToFloat",
+            [q, self.const(f"{p}/w_q", w_q), self.const(f"{p}/a_scale", np.float32(a)),
+             self.const(f"{p}/w_scale", w_scale), self.const(f"{p}/a_zp", np.uint8(128))],
             out,
         )
 
@@ -312,6 +372,7 @@ def quantize_smooth(
     *,
     alpha: float | None | dict[str, float | None] = DEFAULT_ALPHA,
     keep_fp32: frozenset[str] = frozenset(),
+    modes: str | dict[str, str] = "token",
     rounding: str = "gptq",
     cache: dict[Any, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
@@ -319,7 +380,8 @@ def quantize_smooth(
 
     ``rounding`` "gptq" rounds the weights by GPTQ on the calibration inputs' X^T X
     (:func:`gptq_weights`), "nearest" to nearest. ``cache`` (a dict the caller keeps)
-    saves the rounded weights between calls that differ only in ``keep_fp32``."""
+    saves the rounded weights between calls that differ only in ``keep_fp32``. ``modes``
+    gives each node's activation scales, "token" or "static" (one for all, or per node)."""
     if rounding not in ROUNDINGS:
         raise ValueError(f"unknown rounding {rounding!r}; valid: {', '.join(ROUNDINGS)}")
     cache = {} if cache is None else cache
@@ -376,32 +438,25 @@ def quantize_smooth(
         elif key not in cache:  # the GEMM's input is x / s: its X^T X is the calibration one over s s^T
             cache[key] = gptq_weights(w, stats.hessians[t.x] / np.outer(s, s).astype(np.float64))
         w_q, w_scale = cache[key]
-        x = t.x
-        unsigned = t.role == "ffn_out"
-        if unsigned:
-            x = b.node("Add", [x, b.const(f"{p}/shift", np.float32(GELU_MIN))], f"{p}/x_shifted")
-        if t.name not in folded_into_v and not np.all(smooth[t.name] == 1):
-            x = b.node("Mul", [x, b.const(f"{p}/inv_smooth", (1 / smooth[t.name]).astype(np.float32))], f"{p}/x_smooth")
-        if unsigned:
-            # (x + c) @ W = x @ W + c * colsum(W): take it back out through the next bias.
-            nxt = consumers[node.output[0]]
-            if len(nxt) != 1 or nxt[0].op_type != "SkipLayerNormalization" or len(nxt[0].input) < 5:
-                raise ValueError(f"{node.name}: expected one SkipLayerNormalization with a bias after the FFN output")
-            # A new initializer per node: the exporter shares identical ones (e.g. the
-            # all-zero biases of a freshly initialized model) between layers.
-            # The column sums of the *quantized* weights, so the shift cancels exactly and
-            # leaves no constant per-channel offset in every token's output.
-            w_x = (w_q.astype(np.float64) * w_scale) / s[:, None]
-            bias = weights[nxt[0].input[4]] - GELU_MIN * w_x.sum(0)
-            nxt[0].input[4] = b.const(f"{p}/next_bias", bias.astype(np.float32))
+        mode = modes.get(t.name, "token") if isinstance(modes, dict) else modes
+        if mode not in MODES_ACT:
+            raise ValueError(f"{t.name}: unknown activation mode {mode!r}; valid: {', '.join(MODES_ACT)}")
+        out = node.output[0] if t.op == "MatMul" else f"{p}/qkv"
+        if mode == "static":
+            # The calibration range of x / s (an input folded into V arrives divided by s).
+            a = static_amax(stats.amax[t.x], s) / 127
+            y = b.static_matmul(p, t.x, w_q, w_scale, None if t.name in folded_into_v else s, a, out)
+        else:
+            x, unsigned = _token_input(b, p, t, t.x, s, smooth_op=t.name not in folded_into_v)
+            if unsigned:
+                _fold_gelu_shift(b, p, node, consumers, weights, w_q, w_scale, s)
+            y = b.per_token_matmul(p, x, w_q, w_scale, unsigned, out)
         if t.op == "MatMul":
-            b.per_token_matmul(p, x, w_q, w_scale, unsigned, node.output[0])
             continue
-        qkv = b.per_token_matmul(p, x, w_q, w_scale, unsigned, f"{p}/qkv")
         hidden = w.shape[1] // 3
         heads = next(a.i for a in node.attribute if a.name == "num_heads")
         b.nodes.append(helper.make_node(
-            "Split", [qkv, b.const(f"{p}/qkv_sizes", np.array([hidden] * 3, np.int64))],
+            "Split", [y, b.const(f"{p}/qkv_sizes", np.array([hidden] * 3, np.int64))],
             [f"{p}/query", f"{p}/key", f"{p}/value"], name=f"{p}/split", axis=-1,
         ))
         mask = node.input[3] if len(node.input) > 3 else ""
@@ -423,13 +478,43 @@ def quantize_smooth(
     return {
         "method": "smoothquant",
         "weights": "int8 per-channel symmetric" + (", GPTQ-rounded on the calibration texts" if rounding == "gptq" else ""),
-        "activations": "uint8 per-token (one scale per row, from the row itself): batch-invariant",
+        "activations": "uint8, per node either per-token (one scale per row, from the row itself) or static "
+                       "(one scale from the calibration texts): batch-invariant either way",
+        "activation_modes": ({k: modes[k] for k in sorted(modes)} if isinstance(modes, dict) else modes),
         # null: that node is not smoothed (no outlier channels worth an extra pass)
         "smoothquant_alpha": {k: alpha[k] for k in sorted(alpha)} if isinstance(alpha, dict) else alpha,
-        "post_gelu": f"unsigned, shifted by {GELU_MIN}",
+        "post_gelu": f"per-token nodes: unsigned, shifted by {GELU_MIN}",
         "quantized_nodes": len(targets) - len(keep_fp32),
         "fp32_nodes": sorted(keep_fp32),
     }
+
+
+def _token_input(b: _Builder, p: str, t: Target, x: str, s: np.ndarray, smooth_op: bool) -> tuple[str, bool]:
+    """The per-token path's input: post-GELU inputs shifted to be >= 0, then divided by the
+    smoothing factors (unless they were folded upstream)."""
+    unsigned = t.role == "ffn_out"
+    if unsigned:
+        x = b.node("Add", [x, b.const(f"{p}/shift", np.float32(GELU_MIN))], f"{p}/x_shifted")
+    if smooth_op and not np.all(s == 1):
+        x = b.node("Mul", [x, b.const(f"{p}/inv_smooth", (1 / s).astype(np.float32))], f"{p}/x_smooth")
+    return x, unsigned
+
+
+def _fold_gelu_shift(
+    b: _Builder, p: str, node: Any, consumers: dict[str, list[Any]], weights: dict[str, np.ndarray],
+    w_q: np.ndarray, w_scale: np.ndarray, s: np.ndarray,
+) -> None:
+    """(x + c) @ W = x @ W + c * colsum(W): take the shift back out through the next bias."""
+    nxt = consumers[node.output[0]]
+    if len(nxt) != 1 or nxt[0].op_type != "SkipLayerNormalization" or len(nxt[0].input) < 5:
+        raise ValueError(f"{node.name}: expected one SkipLayerNormalization with a bias after the FFN output")
+    # A new initializer per node: the exporter shares identical ones (e.g. the all-zero
+    # biases of a freshly initialized model) between layers. The column sums of the
+    # *quantized* weights, so the shift cancels exactly and leaves no constant per-channel
+    # offset in every token's output.
+    w_x = (w_q.astype(np.float64) * w_scale) / s[:, None]
+    bias = weights[nxt[0].input[4]] - GELU_MIN * w_x.sum(0)
+    nxt[0].input[4] = b.const(f"{p}/next_bias", bias.astype(np.float32))
 
 
 # QuantizeLinear with ``block_size`` (one scale per token row of a 3-D tensor) is opset 21;

@@ -7,6 +7,7 @@ variant graphs (fp16.py, int8.py) -> parity against PyTorch on the probe set
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 import tempfile
@@ -111,12 +112,14 @@ def _ref_vectors(src: source.Source, ids: list[list[int]]) -> np.ndarray:
 
 def _int8(
     fused: Path, work: Path, src: source.Source, tokenizer: Any, rules: TextRules,
-    gates: dict[str, float], method: str, log: Log,
+    gates: dict[str, float], method: str, log: Log, *, static_tolerance: float = int8.STATIC_TOLERANCE,
 ) -> tuple[Path, dict[str, Any]]:
-    """Build the int8 graph. For smoothquant, if the calibration texts (never the probes)
-    miss the search target with every node quantized, measure each node's end-to-end
-    effect (the output error left when that node alone stays fp32) and keep the most
-    effective ones in fp32, one at a time, until the target or the fp32 cap is reached."""
+    """Build the int8 graph. For smoothquant, each node starts in the activation mode the
+    simulation picks (static where nearly as accurate as per-token: the fastest form). If
+    the calibration texts (never the probes) then miss the search target, measure each
+    node's end-to-end effect (the output error left when that node alone stays fp32) and,
+    most effective first, move nodes one tier up (static -> per-token -> fp32), one at a
+    time, until the target, the fp32 cap or the step cap is reached."""
     import onnx
 
     path = work / "model.int8.onnx"
@@ -131,7 +134,7 @@ def _int8(
     targets = int8.find_targets(model)
     log(f"  calibrating on {len(cal_q) + len(cal_p)} texts ...")
     stats = int8.activation_stats(fused, targets, batches)
-    alphas = int8.choose_alphas(model, stats)
+    alphas, modes = int8.choose_plan(model, stats, tolerance=static_tolerance)
     ref_q, ref_p = _ref_vectors(src, cal_q), _ref_vectors(src, cal_p)
     # A gate set to 0 (e.g. ranking agreement on random weights) is not searched for either.
     target = {k: max(v, gates.get(k, 0.0)) for k, v in parity.INT8_SEARCH_TARGET.items() if gates.get(k, 1.0) > 0}
@@ -139,20 +142,23 @@ def _int8(
     cache: dict[Any, Any] = {}  # rounded weights, shared by every graph built below
 
     def build(keep: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
-        info = int8.quantize_smooth(fused, path, stats, alpha=alphas, keep_fp32=frozenset(keep), cache=cache)
+        info = int8.quantize_smooth(fused, path, stats, alpha=alphas, modes=modes, keep_fp32=frozenset(keep), cache=cache)
         optimize.split_skip_layer_norms(path, path)  # measure the graph that ships
         run = probes.ort_runner(str(path))
         return info, parity.compare(ref_q, ref_p, probes.encode_ids(run, cal_q), probes.encode_ids(run, cal_p))
 
-    def step(keep: list[str], got: dict[str, float]) -> dict[str, Any]:
-        log(f"  int8 with {len(keep)} node(s) in fp32, on the calibration texts: min cos {got['min_cosine']:.5f}, "
-            f"overlap@10 {got['overlap_at_10']:.3f}")
-        return {"fp32_nodes": len(keep), "min_cosine": got["min_cosine"], "mean_cosine": got["mean_cosine"],
-                "overlap_at_10": got["overlap_at_10"]}
+    def step(keep: list[str], got: dict[str, float], moved: tuple[str, str] | None = None) -> dict[str, Any]:
+        static = sum(1 for t in targets if t.name not in keep and modes[t.name] == "static")
+        log(f"  int8 with {static} static, {len(targets) - static - len(keep)} per-token, {len(keep)} fp32 node(s), "
+            f"on the calibration texts: min cos {got['min_cosine']:.5f}, overlap@10 {got['overlap_at_10']:.3f}")
+        row = {"fp32_nodes": len(keep), "static_nodes": static, "min_cosine": got["min_cosine"],
+               "mean_cosine": got["mean_cosine"], "overlap_at_10": got["overlap_at_10"]}
+        return {**row, "node": moved[0], "to": moved[1]} if moved else row
 
     log(f"  rounding the weights of {len(targets)} nodes (GPTQ) ...")
-    info, got = build([])
-    tried = [step([], got)]
+    keep: list[str] = []
+    info, got = build(keep)
+    tried = [step(keep, got)]
     sensitivity: list[dict[str, Any]] = []
     if not parity.check_gates(got, target).passed:
         log(f"  measuring each node's effect on the output ({len(targets)} graphs) ...")
@@ -164,15 +170,20 @@ def _int8(
                 log(f"    {i}/{len(targets)} nodes, {time.perf_counter() - t0:.0f} s")
         order = sorted(left, key=lambda n: left[n])  # least error left first
         sensitivity = [{"node": n, "error_left_if_fp32": left[n]} for n in order]
-        keep: list[str] = []
-        for name in order[:max_fp32]:
-            keep.append(name)
+        for name in order[: 2 * max_fp32]:
+            if modes[name] == "static":
+                modes[name] = "token"
+            elif len(keep) < max_fp32:
+                keep.append(name)
+            else:
+                continue
             info, got = build(keep)
-            tried.append(step(keep, got))
+            tried.append(step(keep, got, (name, "fp32" if name in keep else "token")))
             if parity.check_gates(got, target).passed:
                 break
     info["calibration"] = {
         **cal.describe(), "tokens": stats.tokens, "search_target": target, "max_fp32_nodes": max_fp32,
+        "static_tolerance": static_tolerance if math.isfinite(static_tolerance) else "inf",  # strict JSON
         "search": tried,
         # 1 - mean cosine to PyTorch on the calibration texts with only that node in fp32
         # (every other quantized), lowest first; empty when no search was needed.
@@ -194,9 +205,14 @@ def export_model(
     passage_max_length: int | None = None,
     gates: list[str] | dict[str, dict[str, float]] | None = None,
     int8_method: str = "smoothquant",
+    int8_static_tolerance: float = int8.STATIC_TOLERANCE,
     log: Log = _stderr,
 ) -> dict[str, Manifest]:
     """Export ``model`` into ``out/<variant>/`` bundles; returns their manifests.
+
+    ``int8_static_tolerance``: a smoothquant node gets one calibrated activation scale
+    (faster) instead of per-token scales when its simulated error is at most this many
+    times the per-token one; 1.0 (default) only where that costs no accuracy.
 
     Every variant is checked against PyTorch on the built-in probe set; one
     that fails its gate raises :class:`ParityGateError` and writes nothing.
@@ -204,6 +220,8 @@ def export_model(
     variants = parse_variants(variants)
     if int8_method not in int8.METHODS:
         raise OptionError(f"unknown int8 method {int8_method!r}; valid: {', '.join(int8.METHODS)}")
+    if not (isinstance(int8_static_tolerance, (int, float)) and int8_static_tolerance >= 0):
+        raise OptionError(f"int8 static tolerance must be a number >= 0, got {int8_static_tolerance!r}")
     gate_table = gates if isinstance(gates, dict) else parity.parse_gates(gates)
     out = Path(out)
     if out.exists() and not force:
@@ -246,7 +264,8 @@ def export_model(
                 info = fp16.to_fp16(fused, path)
                 built[variant] = (path, info, probe.measure(path))
             else:
-                path, info = _int8(fused, work, src, tokenizer, rules, gate_table[variant], int8_method, log)
+                path, info = _int8(fused, work, src, tokenizer, rules, gate_table[variant], int8_method, log,
+                                     static_tolerance=float(int8_static_tolerance))
                 built[variant] = (path, info, probe.measure(path))
             metrics = built[variant][2]
             log("  " + parity.format_report(variant, metrics, gate_table[variant]))
