@@ -212,7 +212,7 @@ def test_per_token_matmul_on_its_own_graph(unsigned):
     assert np.abs(y - ref).max() <= 0.01 * np.abs(ref).max()
 
 
-def _run_block(b: "int8._Builder", k: int, x: np.ndarray) -> np.ndarray:
+def _run_block(b: int8._Builder, k: int, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
