@@ -45,8 +45,13 @@ GRAPHS = ("fp32", "dynamic", "dynamic+split", "smoothquant")
 EXPORTED = "int8 bundle"
 
 
-def build(model: str, work: Path, pooling: str | None = None) -> tuple[source.Source, object, dict[str, Path]]:
-    """Fused fp32, dynamic int8 and smoothquant int8 graphs of ``model`` in ``work``."""
+def build(
+    model: str, work: Path, pooling: str | None = None, *,
+    static_tolerance: float = int8.STATIC_TOLERANCE, static_roles: frozenset[str] | None = None,
+) -> tuple[source.Source, object, dict[str, Path]]:
+    """Fused fp32, dynamic int8 and smoothquant int8 graphs of ``model`` in ``work``. The
+    smoothquant graph's activation modes are the export's (``static_tolerance``), or static
+    exactly for the nodes of ``static_roles`` (e.g. {"attention", "attn_out"})."""
     import onnx
 
     src = source.load_source(model, pooling=pooling)
@@ -60,7 +65,11 @@ def build(model: str, work: Path, pooling: str | None = None) -> tuple[source.So
     batches = [(ids, mask) for _, ids, mask in probes.padded_batches(cq + cp, 16)]
     graph = onnx.load(str(fused))
     stats = int8.activation_stats(fused, int8.find_targets(graph), batches)
-    alphas, modes = int8.choose_plan(graph, stats)  # as the export's first step (default tolerance)
+    alphas, modes = int8.choose_plan(graph, stats, tolerance=static_tolerance)  # as the export's first step
+    if static_roles is not None:
+        static_alphas, token_alphas = int8.choose_plan(graph, stats, tolerance=float("inf"))[0], int8.choose_alphas(graph, stats)
+        modes = {t.name: "static" if t.role in static_roles else "token" for t in int8.find_targets(graph)}
+        alphas = {n: static_alphas[n] if m == "static" else token_alphas[n] for n, m in modes.items()}
     int8.quantize_smooth(fused, work / "smoothquant.onnx", stats, alpha=alphas, modes=modes)
     # As bowrt ships them: layer norms split for ORT's CPU kernels (export/optimize.py). The
     # standard dynamic graph stays as sentence-transformers and optimum ship it; "dynamic+split"

@@ -2,6 +2,7 @@
 alternating call by call so that this VM's drift (±20% between minutes) hits both alike.
 
     python benchmarks/int8_paired.py [--rounds 3] [--passages 1000] [--queries 300]
+                                     [--static-tolerance X | --static-roles attention,attn_out]
 
 `int8_compare.py` runs each graph's workloads in a block, so a slow minute lands on one
 graph only; here every corpus batch and every batch-1 query runs on both graphs back to
@@ -9,6 +10,11 @@ back (order flipped each time), with ORT's thread spinning off so that one sessi
 idle threads do not steal the other's cores. Graphs are the bert-base twin's, built as
 `int8_compare.py` builds them; the corpus is mixed-length (20-256 tokens) and batched as
 the runtime batches it. Prints per-round ratios and their medians.
+
+--static-tolerance builds bowrt's graph as `bowrt export --int8-static-tolerance X` would
+(on the twin's random weights any X >= 1.5 makes every node static); --static-roles makes
+exactly the nodes of those roles static (attention = QKV, attn_out, ffn_in, ffn_out), e.g.
+to time the mix that real weights choose.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from bowrt.runtime.encoder import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKE
 from bowrt.export import probes  # noqa: E402
 
 PAIR = ("dynamic", "smoothquant")
+ROLES = ("attention", "attn_out", "ffn_in", "ffn_out")
 
 
 def paired(runs: dict, calls: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, list[float]]:
@@ -48,14 +55,23 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--passages", type=int, default=1000)
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--static-tolerance", type=float, default=None)
+    ap.add_argument("--static-roles", default=None, help="comma-separated: attention,attn_out,ffn_in,ffn_out")
     args = ap.parse_args()
+    options = {}
+    if args.static_tolerance is not None:
+        options["static_tolerance"] = args.static_tolerance
+    if args.static_roles:
+        options["static_roles"] = frozenset(args.static_roles.split(","))
+        if not options["static_roles"] <= set(ROLES):
+            ap.error(f"--static-roles: valid roles are {', '.join(ROLES)}")
     rng = np.random.default_rng(0)
     corpus = [list(rng.integers(1000, 20000, int(n))) for n in rng.integers(20, 257, args.passages)]
     plan = plan_batches([len(c) for c in corpus], DEFAULT_MAX_BATCH_TOKENS["cpu"], DEFAULT_MAX_BATCH_SIZE)
     batches = [pad_batch([corpus[i] for i in b]) for b in plan]
     query = rng.integers(1000, 20000, (1, 13)).astype(np.int64)
     with tempfile.TemporaryDirectory() as tmp:
-        _, _, paths = build(str(twin_folder(print)), Path(tmp))
+        _, _, paths = build(str(twin_folder(print)), Path(tmp), **options)
         runs = {name: probes.ort_runner(str(paths[name]), spinning=False) for name in PAIR}
         paired(runs, batches[:2] + [(query, np.ones_like(query))] * 20)  # warm-up
         corpus_ratio, query_ratio = [], []
