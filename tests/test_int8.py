@@ -181,37 +181,6 @@ def test_standard_dynamic_int8_is_not_batch_invariant(minilm_dir, tmp_path):
         assert_batch_invariant(tmp_path / "b" / "int8")
 
 
-@pytest.mark.parametrize("unsigned", [False, True])
-def test_per_token_matmul_on_its_own_graph(unsigned):
-    """The int8 MatMul block alone (opset 21, 3-D rows): matches x @ dequantized W within
-    8-bit activation error, and an all-zero row comes out exactly zero, not NaN."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    k, n = 16, 8
-    w = np.random.default_rng(0).normal(size=(k, n)).astype(np.float32)
-    w_q, w_scale = int8.round_weights(w)
-    b = int8._Builder("ids")
-    b.per_token_matmul("p", "x", w_q, w_scale, unsigned, "y")
-    graph = helper.make_graph(
-        b.nodes, "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, k]),
-         helper.make_tensor_value_info("ids", TensorProto.INT64, [None, None])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], b.inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", int8.QUANTIZE_OPSET),
-                                                    helper.make_opsetid("com.microsoft", 1)])
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(1).normal(size=(2, 3, k)).astype(np.float32)
-    x = np.abs(x) if unsigned else x
-    x[1, 1] = 0.0
-    y = sess.run(None, {"x": x, "ids": np.zeros((2, 3), np.int64)})[0]
-    assert y.shape == (2, 3, n) and np.isfinite(y).all()
-    assert np.all(y[1, 1] == 0.0)
-    ref = x @ (w_q.astype(np.float32) * w_scale)
-    assert np.abs(y - ref).max() <= 0.01 * np.abs(ref).max()
-
-
 def _run_block(b: int8._Builder, k: int, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -226,6 +195,25 @@ def _run_block(b: int8._Builder, k: int, x: np.ndarray) -> np.ndarray:
                                                     helper.make_opsetid("com.microsoft", 1)])
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, {"x": x, "ids": np.zeros(x.shape[:2], np.int64)})[0]
+
+
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_per_token_matmul_on_its_own_graph(unsigned):
+    """The int8 MatMul block alone (opset 21, 3-D rows): matches x @ dequantized W within
+    8-bit activation error, and an all-zero row comes out exactly zero, not NaN."""
+    k, n = 16, 8
+    w = np.random.default_rng(0).normal(size=(k, n)).astype(np.float32)
+    w_q, w_scale = int8.round_weights(w)
+    b = int8._Builder("ids")
+    b.per_token_matmul("p", "x", w_q, w_scale, unsigned, "y")
+    x = np.random.default_rng(1).normal(size=(2, 3, k)).astype(np.float32)
+    x = np.abs(x) if unsigned else x
+    x[1, 1] = 0.0
+    y = _run_block(b, k, x)
+    assert y.shape == (2, 3, n) and np.isfinite(y).all()
+    assert np.all(y[1, 1] == 0.0)
+    ref = x @ (w_q.astype(np.float32) * w_scale)
+    assert np.abs(y - ref).max() <= 0.01 * np.abs(ref).max()
 
 
 def test_static_matmul_on_its_own_graph():
