@@ -353,6 +353,12 @@ class _Builder:
             out,
         )
 
+    def divide(self, p: str, x: str, s: np.ndarray) -> str:
+        """``x / s`` per input channel (SmoothQuant), or ``x`` itself when s is all ones."""
+        if np.all(s == 1):
+            return x
+        return self.node("Mul", [x, self.const(f"{p}/inv_smooth", (1 / s).astype(np.float32))], f"{p}/x_smooth")
+
     def static_matmul(self, p: str, x: str, w_q: np.ndarray, w_scale: np.ndarray, smooth: np.ndarray | None, a: float, out: str) -> str:
         """Nodes for ``out = x @ (w_q * w_scale)`` with activations quantized by one calibrated
         scale ``a`` for ``x / smooth`` (per input channel; None: ``x`` arrives smoothed).
@@ -360,8 +366,8 @@ class _Builder:
         Per-tensor QuantizeLinear runs ONNX Runtime's vectorized kernel and the GEMM's float
         epilogue does all the scaling. (A per-axis QuantizeLinear would take the smoothing
         in its scales, but ONNX Runtime runs that form ~100x slower than Mul + per-tensor.)"""
-        if smooth is not None and not np.all(smooth == 1):
-            x = self.node("Mul", [x, self.const(f"{p}/inv_smooth", (1 / smooth).astype(np.float32))], f"{p}/x_smooth")
+        if smooth is not None:
+            x = self.divide(p, x, smooth)
         q = self.node("QuantizeLinear", [x, self.const(f"{p}/x_scale", np.float32(a)), self.const(f"{p}/x_zp", np.uint8(128))], f"{p}/q")
         # (q - 128) * a = x_j / smooth_j: the smoothed input the (row-scaled) weights expect.
         return self.node(
@@ -502,9 +508,7 @@ def _token_input(b: _Builder, p: str, t: Target, x: str, s: np.ndarray, smooth_o
     unsigned = t.role == "ffn_out"
     if unsigned:
         x = b.node("Add", [x, b.const(f"{p}/shift", np.float32(GELU_MIN))], f"{p}/x_shifted")
-    if smooth_op and not np.all(s == 1):
-        x = b.node("Mul", [x, b.const(f"{p}/inv_smooth", (1 / s).astype(np.float32))], f"{p}/x_smooth")
-    return x, unsigned
+    return (b.divide(p, x, s) if smooth_op else x), unsigned
 
 
 def _fold_gelu_shift(
