@@ -16,6 +16,7 @@ from bowrt.bundle import read_manifest
 from bowrt.errors import OptionError
 from bowrt.export import export_model, int8
 from bowrt.export.parity import cosines, overlap_at_k
+from bowrt.export.pipeline import best_step
 from bowrt.export.probes import load_text_set
 from reference import torch_reference
 
@@ -111,8 +112,10 @@ def test_manifest_records_method_and_calibration(minilm_bundles):
     # Nodes kept in fp32 come from the search steps, which follow the measured sensitivity
     # ranking, most effective first.
     kept = q["fp32_nodes"]
-    moves = cal["search"][1:]
-    assert len(kept) == cal["search"][-1]["fp32_nodes"] <= cal["max_fp32_nodes"]
+    chosen = cal["chosen_step"]
+    assert chosen == best_step(cal["search"], cal["search_target"])
+    moves = cal["search"][1 : chosen + 1]
+    assert len(kept) == cal["search"][chosen]["fp32_nodes"] <= cal["max_fp32_nodes"]
     assert kept == sorted(m["node"] for m in moves if m["to"] == "fp32")
     if moves:
         ranked = [row["node"] for row in cal["sensitivity"]]
@@ -236,3 +239,16 @@ def test_static_matmul_on_its_own_graph():
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
     alone = _run_block(b, k, x[1:2, 1:2])
     np.testing.assert_array_equal(alone[0, 0], y[1, 1])
+
+
+def test_best_step_ships_the_first_step_meeting_the_target_else_the_most_faithful():
+    target = {"min_cosine": 0.995, "overlap_at_10": 0.98}
+    row = lambda cos, ov: {"min_cosine": cos, "overlap_at_10": ov}  # noqa: E731
+    # The search stops at the first step that meets the target: that one ships.
+    assert best_step([row(0.99, 0.95), row(0.996, 0.97), row(0.996, 0.981)], target) == 2
+    # Missed: not the last step but the one meeting most metrics, then the best overlap.
+    assert best_step([row(0.996, 0.972), row(0.996, 0.950), row(0.996, 0.959)], target) == 0
+    assert best_step([row(0.990, 0.979), row(0.996, 0.960), row(0.994, 0.975)], target) == 1
+    # Ties go to the earliest step (fewest nodes moved out of int8).
+    assert best_step([row(0.99, 0.95), row(0.99, 0.95)], target) == 0
+    assert best_step([row(0.99, 0.95)], {}) == 0

@@ -110,6 +110,16 @@ def _ref_vectors(src: source.Source, ids: list[list[int]]) -> np.ndarray:
     return probes.encode_ids(probes.torch_runner(src.model, src.pooling), ids)
 
 
+def best_step(tried: list[dict[str, Any]], target: dict[str, float]) -> int:
+    """Index of the search step to ship: the first that meets ``target``; if none does,
+    the one meeting most of its metrics, then with the highest overlap@10, then min
+    cosine (ties: the earliest, which keeps fewer nodes out of int8)."""
+    met = [sum(1 for k, v in target.items() if tried[i].get(k, -math.inf) >= v) for i in range(len(tried))]
+    if len(target) in met:
+        return met.index(len(target))
+    return max(range(len(tried)), key=lambda i: (met[i], tried[i]["overlap_at_10"], tried[i]["min_cosine"], -i))
+
+
 def _int8(
     fused: Path, work: Path, src: source.Source, tokenizer: Any, rules: TextRules,
     gates: dict[str, float], method: str, log: Log, *, static_tolerance: float = int8.STATIC_TOLERANCE,
@@ -170,6 +180,7 @@ def _int8(
                 log(f"    {i}/{len(targets)} nodes, {time.perf_counter() - t0:.0f} s")
         order = sorted(left, key=lambda n: left[n])  # least error left first
         sensitivity = [{"node": n, "error_left_if_fp32": left[n]} for n in order]
+        plans = [(list(keep), dict(modes))]  # what each step built, to rebuild the best one
         for name in order[: 2 * max_fp32]:
             if modes[name] == "static":
                 modes[name] = "token"
@@ -179,12 +190,22 @@ def _int8(
                 continue
             info, got = build(keep)
             tried.append(step(keep, got, (name, "fp32" if name in keep else "token")))
+            plans.append((list(keep), dict(modes)))
             if parity.check_gates(got, target).passed:
                 break
+        best = best_step(tried, target)
+        if best != len(tried) - 1:
+            # Target missed: ship the most faithful step, not merely the last one.
+            keep, chosen_modes = plans[best]
+            modes.clear()
+            modes.update(chosen_modes)
+            log(f"  target missed; shipping search step {best} (the best on the calibration texts)")
+            info, _ = build(keep)
     info["calibration"] = {
         **cal.describe(), "tokens": stats.tokens, "search_target": target, "max_fp32_nodes": max_fp32,
         "static_tolerance": static_tolerance if math.isfinite(static_tolerance) else "inf",  # strict JSON
         "search": tried,
+        "chosen_step": best_step(tried, target),  # index into search: the step that ships
         # 1 - mean cosine to PyTorch on the calibration texts with only that node in fp32
         # (every other quantized), lowest first; empty when no search was needed.
         "sensitivity": sensitivity,
