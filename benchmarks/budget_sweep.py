@@ -1,6 +1,6 @@
 """Measure the default batch token budget (``max_batch_tokens``) for ``encode_passages`` on CPU.
 
-    python benchmarks/budget_sweep.py [--passages 200] [--rounds 2] [--budgets 1024,2048,...] [BUNDLE ...]
+    python benchmarks/budget_sweep.py [--passages 200] [--rounds 2] [--budgets 256,512,...] [BUNDLE ...]
 
 Encodes one mixed-length corpus (20-256 tokens, the bench's generator) with each
 budget, interleaved round by round, on each bundle (default: the bert-base twin's
@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("bundles", nargs="*")
     ap.add_argument("--passages", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--budgets", default="1024,2048,4096,8192,16384,32768")
+    ap.add_argument("--budgets", default="256,512,1024,2048,4096,8192")
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     if args.bundles:

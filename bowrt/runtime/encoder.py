@@ -31,13 +31,16 @@ from bowrt.runtime.session import GPU_PROVIDERS, SHORT, Session, build_providers
 from bowrt.runtime.tokenize import KINDS, Kind, TextTokenizer, Tokens, tokenize, validate_passages, validate_queries
 
 # Token budget per batch, padding included (rows x longest row). CPU: measured
-# with `python benchmarks/budget_sweep.py` (bert-base twin, 200 mixed-length
-# passages, 2 threads): throughput falls as batches grow past a few thousand
-# tokens (the activations outgrow the caches; this machine's memory bandwidth is
-# low): fp32 peaked at 2048 (1.00; 8192: 0.78, 32768: 0.55), int8 at 1024 (2048:
-# 0.95, 8192: 0.44). 2048 is the smallest budget near the best for both. GPU:
-# not measured (no GPU here); a GPU needs far more work per launch to fill its SMs.
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "gpu": 32768}
+# with `python benchmarks/budget_sweep.py --budgets 384,512,768,1024,2048
+# --passages 200 --rounds 4` (bert-base twin, mixed-length passages, 2 threads;
+# medians relative to the best): fp32 384 0.99, 512 1.00, 768 0.99, 1024 0.92,
+# 2048 0.87; int8 384 0.95, 512 0.98, 768 1.00, 1024 0.90, 2048 0.80 (a second
+# sweep, 3 rounds: int8 512 1.00, 2048 0.77). Bigger batches outgrow the caches
+# and this machine's memory bandwidth is low; 512 is the smallest budget within
+# 3% of the best for both. (An earlier sweep on this VM had put 2048 near the
+# best; it spanned 1024-32768 only.) GPU: not measured (no GPU here); a GPU needs
+# far more work per launch to fill its SMs.
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 512, "gpu": 32768}
 # Cap on rows per batch (queries are short: 32768 tokens would be 2000+ rows).
 # It is also the batch dimension of the TensorRT optimization profile.
 DEFAULT_MAX_BATCH_SIZE = 256
@@ -117,7 +120,7 @@ class Encoder:
             with CUDA then CPU below it for the nodes it cannot take.
         threads: ORT intra-op threads; default one per physical core.
         max_batch_tokens: token budget of one batch, padding included
-            (``rows x longest row``). Default 2048 on CPU (measured: larger
+            (``rows x longest row``). Default 512 on CPU (measured: larger
             batches ran slower here, see ``benchmarks/budget_sweep.py``), 32768
             on GPU (not measured). It also bounds the memory one batch needs.
         max_batch_size: most rows in one batch (default 256); also the largest
