@@ -243,7 +243,7 @@ def test_static_matmul_on_its_own_graph():
 
 def test_best_step_ships_the_first_step_meeting_the_target_else_the_most_faithful():
     target = {"min_cosine": 0.995, "overlap_at_10": 0.98}
-    row = lambda cos, ov: {"min_cosine": cos, "overlap_at_10": ov}  # noqa: E731
+    row = lambda cos, ov: {"min_cosine": cos, "overlap_at_10": ov}
     # The search stops at the first step that meets the target: that one ships.
     assert best_step([row(0.99, 0.95), row(0.996, 0.97), row(0.996, 0.981)], target) == 2
     # Missed: not the last step but the one meeting most metrics, then the best overlap.
