@@ -50,11 +50,16 @@ def profile(path: Path, batches: list[tuple[np.ndarray, np.ndarray]], threads: i
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
                                 disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS))  # as the runtime runs it
     names = [i.name for i in sess.get_inputs()]
-    for ids, mask in batches[:2]:  # warm-up: its profile events are skipped below
-        sess.run(None, {n: {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}[n] for n in names})
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> None:
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        sess.run(None, {n: feeds[n] for n in names})
+
+    for batch in batches[:2]:  # warm-up: its profile events are skipped below
+        run(*batch)
     t = time.perf_counter()
-    for ids, mask in batches:
-        sess.run(None, {n: {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}[n] for n in names})
+    for batch in batches:
+        run(*batch)
     wall = time.perf_counter() - t
     trace = sess.end_profiling()
     events = json.loads(Path(trace).read_text())

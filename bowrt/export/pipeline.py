@@ -170,6 +170,7 @@ def _int8(
     info, got = build(keep)
     tried = [step(keep, got)]
     sensitivity: list[dict[str, Any]] = []
+    plans = [(list(keep), dict(modes))]  # what each step built, to rebuild the best one
     if not parity.check_gates(got, target).passed:
         log(f"  measuring each node's effect on the output ({len(targets)} graphs) ...")
         t0 = time.perf_counter()
@@ -180,7 +181,6 @@ def _int8(
                 log(f"    {i}/{len(targets)} nodes, {time.perf_counter() - t0:.0f} s")
         order = sorted(left, key=lambda n: left[n])  # least error left first
         sensitivity = [{"node": n, "error_left_if_fp32": left[n]} for n in order]
-        plans = [(list(keep), dict(modes))]  # what each step built, to rebuild the best one
         for name in order[: 2 * max_fp32]:
             if modes[name] == "static":
                 modes[name] = "token"
@@ -193,19 +193,19 @@ def _int8(
             plans.append((list(keep), dict(modes)))
             if parity.check_gates(got, target).passed:
                 break
-        best = best_step(tried, target)
-        if best != len(tried) - 1:
-            # Target missed: ship the most faithful step, not merely the last one.
-            keep, chosen_modes = plans[best]
-            modes.clear()
-            modes.update(chosen_modes)
-            log(f"  target missed; shipping search step {best} (the best on the calibration texts)")
-            info, _ = build(keep)
+    chosen = best_step(tried, target)
+    if chosen != len(tried) - 1:
+        # Target missed: ship the most faithful step, not merely the last one.
+        keep, chosen_modes = plans[chosen]
+        modes.clear()
+        modes.update(chosen_modes)
+        log(f"  target missed; shipping search step {chosen} (the best on the calibration texts)")
+        info, _ = build(keep)
     info["calibration"] = {
         **cal.describe(), "tokens": stats.tokens, "search_target": target, "max_fp32_nodes": max_fp32,
         "static_tolerance": static_tolerance if math.isfinite(static_tolerance) else "inf",  # strict JSON
         "search": tried,
-        "chosen_step": best_step(tried, target),  # index into search: the step that ships
+        "chosen_step": chosen,  # index into search: the step that ships
         # 1 - mean cosine to PyTorch on the calibration texts with only that node in fp32
         # (every other quantized), lowest first; empty when no search was needed.
         "sensitivity": sensitivity,
