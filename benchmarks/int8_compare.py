@@ -71,12 +71,15 @@ def build(
         modes = {t.name: "static" if t.role in static_roles else "token" for t in int8.find_targets(graph)}
         alphas = {n: static_alphas[n] if m == "static" else token_alphas[n] for n, m in modes.items()}
     int8.quantize_smooth(fused, work / "smoothquant.onnx", stats, alpha=alphas, modes=modes)
-    # As bowrt ships them: layer norms split for ORT's CPU kernels (export/optimize.py). The
-    # standard dynamic graph stays as sentence-transformers and optimum ship it; "dynamic+split"
-    # shows what the same rewrite gives it.
+    # As bowrt ships them: layer norms split for ORT's CPU kernels, and with CLS pooling the
+    # last layer's tail on the CLS row only (export/optimize.py). The standard dynamic graph
+    # stays as sentence-transformers and optimum ship it; "dynamic+split" shows what the
+    # layer-norm rewrite gives it.
     optimize.split_skip_layer_norms(work / "dynamic.onnx", work / "dynamic+split.onnx")
     for name in ("smoothquant", "fp32"):
         optimize.split_skip_layer_norms(work / f"{name}.onnx", work / f"{name}.onnx")
+        if src.pooling == "cls":
+            optimize.cls_tail(work / f"{name}.onnx", work / f"{name}.onnx")
     return src, tok, {name: work / f"{name}.onnx" for name in GRAPHS}
 
 

@@ -108,6 +108,72 @@ def test_split_layer_norm_matches_the_fused_kernel(tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def _tail_graph(tmp_path: Path, tail_op: str) -> Path:
+    """x -> MultiHeadAttention (mixes rows) -> MatMul -> Add(residual x) -> LayerNormalization
+    -> ``tail_op`` -> Gather(row 0): the shape of a CLS encoder's last layer."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "g"),
+             numpy_helper.from_array(np.array(0, np.int64), "row"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last")]
+    nodes = [
+        helper.make_node("MultiHeadAttention", ["x", "x", "x"], ["a"], domain="com.microsoft", num_heads=2),
+        helper.make_node("MatMul", ["a", "w"], ["m"]),
+        helper.make_node("Add", ["m", "x"], ["r"]),
+        helper.make_node("LayerNormalization", ["r", "g"], ["n"], axis=-1),
+        {"Relu": helper.make_node("Relu", ["n"], ["t"]),
+         "ReduceMean": helper.make_node("ReduceMean", ["n", "last"], ["t"], keepdims=1),
+         "DynamicQuantizeMatMul": helper.make_node("DynamicQuantizeMatMul", ["n", "wq", "ws"], ["t"], domain="com.microsoft")}[tail_op],
+        helper.make_node("Gather", ["t", "row"], ["y"], axis=1),
+    ]
+    if tail_op == "DynamicQuantizeMatMul":
+        inits += [numpy_helper.from_array(rng.integers(-127, 128, (8, 8)).astype(np.int8), "wq"),
+                  numpy_helper.from_array(np.float32(0.01), "ws")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "g.onnx"))
+    return tmp_path / "g.onnx"
+
+
+def test_cls_tail_runs_the_last_layer_on_the_cls_row_only(tmp_path):
+    """After the last attention, the row-wise operators run on row 0 only (the residual is
+    sliced too), and the output is what the whole-sequence graph gives, to the bit."""
+    from bowrt.export.optimize import cls_tail
+
+    src = _tail_graph(tmp_path, "Relu")
+    assert cls_tail(src, tmp_path / "cls.onnx") == 4  # MatMul, Add, LayerNormalization, Relu
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "cls.onnx")).graph.node]
+    assert ops.count("Gather") == 3  # the input of the tail twice (attention output, residual) + the output
+    x = np.random.default_rng(1).standard_normal((3, 5, 8)).astype(np.float32)
+    want, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                 for p in (src, tmp_path / "cls.onnx"))
+    assert got.shape == want.shape == (3, 8)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("tail_op", ["ReduceMean", "DynamicQuantizeMatMul"])
+def test_cls_tail_leaves_graphs_it_cannot_prove_row_wise(tmp_path, tail_op):
+    """An operator that is not known to be row-wise in the tail (a reduction over more than
+    the hidden axis, per-tensor dynamic quantization) leaves the graph as it was."""
+    from bowrt.export.optimize import cls_tail
+
+    src = _tail_graph(tmp_path, tail_op)
+    assert cls_tail(src, tmp_path / "cls.onnx") == 0
+    assert onnx.load(str(tmp_path / "cls.onnx")).graph == onnx.load(str(src)).graph
+
+
+def test_cls_bundles_record_the_tail_rewrite(tiny_bundles):
+    for variant in ("fp32", "int8"):
+        m = verify_bundle(tiny_bundles[variant])
+        assert m.pooling == "cls" and any("CLS row only" in r for r in m.parity["graph_rewrites"]), variant
+        names = [n.name for n in onnx.load(str(tiny_bundles[variant] / "model.onnx")).graph.node]
+        assert any(n.startswith("cls_tail/") for n in names), variant
+
+
 def test_manifest_records_the_evaluation_setup(tiny_bundles):
     for variant, folder in tiny_bundles.items():
         m = verify_bundle(folder)

@@ -202,7 +202,7 @@ def _run_block(b: int8._Builder, k: int, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("unsigned", [False, True])
 def test_per_token_matmul_on_its_own_graph(unsigned):
-    """The int8 MatMul block alone (opset 21, 3-D rows): matches x @ dequantized W within
+    """The int8 MatMul block alone (3-D rows): matches x @ dequantized W within
     8-bit activation error, and an all-zero row comes out exactly zero, not NaN."""
     k, n = 16, 8
     w = np.random.default_rng(0).normal(size=(k, n)).astype(np.float32)
@@ -243,12 +243,14 @@ def test_static_matmul_on_its_own_graph():
 
 def test_best_step_ships_the_first_step_meeting_the_target_else_the_most_faithful():
     target = {"min_cosine": 0.995, "overlap_at_10": 0.98}
-    row = lambda cos, ov: {"min_cosine": cos, "overlap_at_10": ov}
+    row = lambda cos, ov, mean=0.999: {"min_cosine": cos, "overlap_at_10": ov, "mean_cosine": mean}
     # The search stops at the first step that meets the target: that one ships.
     assert best_step([row(0.99, 0.95), row(0.996, 0.97), row(0.996, 0.981)], target) == 2
-    # Missed: not the last step but the one meeting most metrics, then the best overlap.
-    assert best_step([row(0.996, 0.972), row(0.996, 0.950), row(0.996, 0.959)], target) == 0
-    assert best_step([row(0.990, 0.979), row(0.996, 0.960), row(0.994, 0.975)], target) == 1
-    # Ties go to the earliest step (fewest nodes moved out of int8).
+    # Missed: not the last step but the one meeting most metrics, then the best mean cosine
+    # (overlap@10 on the calibration texts is too noisy to rank by).
+    assert best_step([row(0.996, 0.972, 0.9996), row(0.996, 0.978, 0.9995), row(0.996, 0.959, 0.9997)], target) == 2
+    assert best_step([row(0.990, 0.979, 0.9999), row(0.996, 0.960, 0.9990), row(0.994, 0.975)], target) == 1
+    # Then min cosine; ties go to the earliest step (fewest nodes moved out of int8).
+    assert best_step([row(0.996, 0.95), row(0.997, 0.95)], target) == 1
     assert best_step([row(0.99, 0.95), row(0.99, 0.95)], target) == 0
     assert best_step([row(0.99, 0.95)], {}) == 0

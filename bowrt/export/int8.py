@@ -34,8 +34,9 @@ Why each piece:
   the GEMM (~15% of a 4096 x 768 x 3072 GEMM's time). Also exactly batch-invariant. The
   default tolerance 1.0 keeps every node of MiniLM and the twin per-token; above it
   trades agreement for speed (README, "int8 that a retriever can trust").
-The fused Attention operator takes fp32 weights, so it is split into the int8
-QKV MatMul followed by MultiHeadAttention with the same bias and mask.
+The fused Attention operator takes fp32 weights, so it becomes three int8 projections
+(Q, K, V) from one quantized input, followed by ONNX's own ``Attention`` (opset 23); its
+bias is re-placed exactly (:func:`_attention`).
 Nodes whose quantization hurts the output most can be kept in fp32 (``keep_fp32``),
 chosen by measured end-to-end sensitivity in the pipeline and recorded in the manifest.
 
@@ -76,7 +77,7 @@ def find_targets(model: Any) -> list[Target]:
     producer = {out: node for node in graph.node for out in node.output}
     out = []
     for node in graph.node:
-        if node.op_type == "Attention":
+        if node.op_type == "Attention" and node.domain == "com.microsoft":
             out.append(Target(node.name, "Attention", "attention", node.input[0], node.input[1]))
         elif node.op_type == "MatMul" and node.input[1] in weights:
             src = producer.get(node.input[0])
@@ -294,10 +295,11 @@ class _Builder:
     quantized MatMul.
     """
 
-    def __init__(self, ids_input: str) -> None:
+    def __init__(self, ids_input: str, mask_input: str | None = None) -> None:
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
         self.ids = ids_input
+        self.mask = mask_input
         self._shared: dict[Any, str] = {}
 
     def const(self, name: str, value: Any) -> str:
@@ -309,7 +311,7 @@ class _Builder:
     def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
         from onnx import helper
 
-        domain = "com.microsoft" if op in ("MatMulIntegerToFloat", "MultiHeadAttention") else ""
+        domain = "com.microsoft" if op == "MatMulIntegerToFloat" else ""
         self.nodes.append(helper.make_node(op, inputs, [output], name=output, domain=domain, **attrs))
         return output
 
@@ -329,14 +331,12 @@ class _Builder:
             )
         return self._shared[("zp", zp)]
 
-    def per_token_matmul(self, p: str, x: str, w_q: np.ndarray, w_scale: np.ndarray, unsigned: bool, out: str) -> str:
-        """Nodes for ``out = x @ (w_q * w_scale)``: int8 weights with one scale per output
-        channel, activations ([B, S, K]) quantized with one scale per token row.
+    def quantize_rows(self, p: str, x: str, k: int, unsigned: bool) -> tuple[str, str, int]:
+        """``x`` ([B, S, K]) quantized to uint8 with one scale per token row, taken from the row
+        itself: (quantized tensor, [B, S, 1] scales, zero point).
 
-        The row scales are a [B, S, 1] tensor and QuantizeLinear quantizes in blocks of one
-        whole row (opset 21 ``block_size``), so nothing is reshaped: at batch 1 every small
-        operator costs several µs, and this form needs 5-7 per MatMul instead of 9-11."""
-        k, _ = w_q.shape
+        QuantizeLinear quantizes in blocks of one whole row (opset 21 ``block_size``), so
+        nothing is reshaped: at batch 1 every small operator costs several µs."""
         # Signed inputs: symmetric, zero point 128 (u8). Unsigned: 0..255, zero point 0.
         zp, levels = (0, 255) if unsigned else (128, 127)
         peak = x if unsigned else self.node("Abs", [x], f"{p}/abs")
@@ -345,13 +345,37 @@ class _Builder:
         # GEMM's result is multiplied by that 0, so the row's output is 0, as it should be.
         scale = self.node("Mul", [amax, self.const(f"{p}/inv_levels", np.float32(1 / levels))], f"{p}/scale")
         q = self.node("QuantizeLinear", [x, scale, self.zero_points(zp)], f"{p}/q", axis=2, block_size=k)
-        # The row scales ride in as the A scale ([B, S, 1], broadcast by the kernel). (A separate
-        # Mul after the GEMM measured no faster on the corpus and slower at batch 1.)
+        return q, scale, zp
+
+    def quantize_static(self, p: str, x: str, smooth: np.ndarray | None, a: float) -> tuple[str, str, int]:
+        """``x / smooth`` (per input channel; None: ``x`` arrives smoothed) quantized to uint8
+        with one calibrated scale ``a``: (quantized tensor, scale, zero point).
+
+        Per-tensor QuantizeLinear runs ONNX Runtime's vectorized kernel and the GEMM's float
+        epilogue does all the scaling. (A per-axis QuantizeLinear would take the smoothing
+        in its scales, but ONNX Runtime runs that form ~100x slower than Mul + per-tensor.)"""
+        if smooth is not None:
+            x = self.divide(p, x, smooth)
+        scale = self.const(f"{p}/x_scale", np.float32(a))
+        # (q - 128) * a = x_j / smooth_j: the smoothed input the (row-scaled) weights expect.
+        return self.node("QuantizeLinear", [x, scale, self.const(f"{p}/x_zp", np.uint8(128))], f"{p}/q"), scale, 128
+
+    def int8_matmul(self, p: str, q: tuple[str, str, int], w_q: np.ndarray, w_scale: np.ndarray, out: str) -> str:
+        """``out = (q - zp) * scale @ (w_q * w_scale)``: int8 weights with one scale per output
+        channel, u8 x s8 (the AVX-512 VNNI form), GEMM and float epilogue in one kernel. Row
+        scales ([B, S, 1]) ride in as the A scale, broadcast by the kernel. (A separate Mul
+        after the GEMM measured no faster on the corpus and slower at batch 1.)"""
+        x_q, scale, zp = q
         return self.node(
             "MatMulIntegerToFloat",
-            [q, self.const(f"{p}/w_q", w_q), scale, self.const(f"{p}/w_scale", w_scale), self.const(f"{p}/a_zp", np.uint8(zp))],
+            [x_q, self.const(f"{p}/w_q", w_q), scale, self.const(f"{p}/w_scale", w_scale), self.const(f"{p}/a_zp", np.uint8(zp))],
             out,
         )
+
+    def per_token_matmul(self, p: str, x: str, w_q: np.ndarray, w_scale: np.ndarray, unsigned: bool, out: str) -> str:
+        """Nodes for ``out = x @ (w_q * w_scale)``, activations ([B, S, K]) quantized with one
+        scale per token row: 5-7 operators per MatMul (instead of 9-11 with reshapes)."""
+        return self.int8_matmul(p, self.quantize_rows(p, x, w_q.shape[0], unsigned), w_q, w_scale, out)
 
     def divide(self, p: str, x: str, s: np.ndarray) -> str:
         """``x / s`` per input channel (SmoothQuant), or ``x`` itself when s is all ones."""
@@ -361,21 +385,29 @@ class _Builder:
 
     def static_matmul(self, p: str, x: str, w_q: np.ndarray, w_scale: np.ndarray, smooth: np.ndarray | None, a: float, out: str) -> str:
         """Nodes for ``out = x @ (w_q * w_scale)`` with activations quantized by one calibrated
-        scale ``a`` for ``x / smooth`` (per input channel; None: ``x`` arrives smoothed).
+        scale ``a`` for ``x / smooth`` (:meth:`quantize_static`)."""
+        return self.int8_matmul(p, self.quantize_static(p, x, smooth, a), w_q, w_scale, out)
 
-        Per-tensor QuantizeLinear runs ONNX Runtime's vectorized kernel and the GEMM's float
-        epilogue does all the scaling. (A per-axis QuantizeLinear would take the smoothing
-        in its scales, but ONNX Runtime runs that form ~100x slower than Mul + per-tensor.)"""
-        if smooth is not None:
-            x = self.divide(p, x, smooth)
-        q = self.node("QuantizeLinear", [x, self.const(f"{p}/x_scale", np.float32(a)), self.const(f"{p}/x_zp", np.uint8(128))], f"{p}/q")
-        # (q - 128) * a = x_j / smooth_j: the smoothed input the (row-scaled) weights expect.
-        return self.node(
-            "MatMulIntegerToFloat",
-            [q, self.const(f"{p}/w_q", w_q), self.const(f"{p}/a_scale", np.float32(a)),
-             self.const(f"{p}/w_scale", w_scale), self.const(f"{p}/a_zp", np.uint8(128))],
-            out,
-        )
+    def key_mask(self) -> str:
+        """A bool [B, 1, S, S] tensor, True where a query may attend to a key (the key is not
+        padding): the ``attn_mask`` form ONNX Attention takes. Built once per graph."""
+        if "mask4" not in self._shared:
+            if self.mask is None:
+                raise ValueError("the graph has no attention_mask input to build the attention mask from")
+            from onnx import TensorProto
+
+            keys = self.node("Cast", [self.mask], "q8/shared/mask_bool", to=TensorProto.BOOL)
+            keys = self.node("Unsqueeze", [keys, self.const("q8/shared/axes12", np.array([1, 2], np.int64))], "q8/shared/mask_b11s")
+            shape = self.node("Shape", [self.mask], "q8/shared/mask_shape")  # [B, S]
+            rows = self.node("Concat", [
+                self.node("Slice", [shape, self.const("q8/shared/at0", np.array([0], np.int64)),
+                                    self.const("q8/shared/at1", np.array([1], np.int64))], "q8/shared/mask_b"),
+                self.const("q8/shared/dim1", np.array([1], np.int64)),
+                self.node("Slice", [shape, "q8/shared/at1", self.const("q8/shared/at2", np.array([2], np.int64))], "q8/shared/mask_s"),
+                "q8/shared/dim1",
+            ], "q8/shared/mask_rows", axis=0)  # [B, 1, S, 1]
+            self._shared["mask4"] = self.node("Expand", [keys, rows], "q8/shared/mask4")
+        return self._shared["mask4"]
 
 
 def quantize_smooth(
@@ -422,7 +454,8 @@ def quantize_smooth(
             v_fold[t.name] = smooth[nxt[0].name]
             folded_into_v.add(nxt[0].name)
 
-    b = _Builder(graph.input[0].name)
+    mask_input = next((i.name for i in graph.input if i.name == "attention_mask"), None)
+    b = _Builder(graph.input[0].name, mask_input)
     for node in graph.node:
         t = targets.get(node.name)
         if t is None:
@@ -430,17 +463,16 @@ def quantize_smooth(
             continue
         p = f"q8/{node.name.strip('/')}"
         w = weights[t.weight]
+        qkv_bias = weights[node.input[2]] if t.op == "Attention" else None
         if t.op == "Attention" and t.name in v_fold:
             hidden = w.shape[1] // 3
             inv = np.concatenate([np.ones(2 * hidden, np.float32), 1 / v_fold[t.name]])
             w = w * inv[None, :]
-            bias = b.const(f"{p}/qkv_bias", (weights[node.input[2]] * inv).astype(np.float32))
-        else:
-            bias = node.input[2] if t.op == "Attention" else ""
+            qkv_bias = qkv_bias * inv
         if t.name in keep_fp32:
             if t.op == "Attention" and t.name in v_fold:
                 node.input[1] = b.const(f"{p}/qkv_weight_fp32", w.astype(np.float32))
-                node.input[2] = bias
+                node.input[2] = b.const(f"{p}/qkv_bias", qkv_bias.astype(np.float32))
             b.nodes.append(node)
             continue
         s = smooth[t.name]
@@ -454,29 +486,19 @@ def quantize_smooth(
         mode = modes.get(t.name, "token") if isinstance(modes, dict) else modes
         if mode not in MODES_ACT:
             raise ValueError(f"{t.name}: unknown activation mode {mode!r}; valid: {', '.join(MODES_ACT)}")
-        out = node.output[0] if t.op == "MatMul" else f"{p}/qkv"
         if mode == "static":
             # The calibration range of x / s (an input folded into V arrives divided by s).
             a = static_amax(stats.amax[t.x], s) / 127
-            y = b.static_matmul(p, t.x, w_q, w_scale, None if t.name in folded_into_v else s, a, out)
+            q = b.quantize_static(p, t.x, None if t.name in folded_into_v else s, a)
         else:
             x, unsigned = _token_input(b, p, t, t.x, s, smooth_op=t.name not in folded_into_v)
             if unsigned:
                 _fold_gelu_shift(b, p, node, consumers, weights, w_q, w_scale, s)
-            y = b.per_token_matmul(p, x, w_q, w_scale, unsigned, out)
+            q = b.quantize_rows(p, x, w_q.shape[0], unsigned)
         if t.op == "MatMul":
-            continue
-        hidden = w.shape[1] // 3
-        heads = next(a.i for a in node.attribute if a.name == "num_heads")
-        b.nodes.append(helper.make_node(
-            "Split", [y, b.const(f"{p}/qkv_sizes", np.array([hidden] * 3, np.int64))],
-            [f"{p}/query", f"{p}/key", f"{p}/value"], name=f"{p}/split", axis=-1,
-        ))
-        mask = node.input[3] if len(node.input) > 3 else ""
-        b.nodes.append(helper.make_node(
-            "MultiHeadAttention", [f"{p}/query", f"{p}/key", f"{p}/value", bias, mask], [node.output[0]],
-            name=f"{p}/mha", domain="com.microsoft", num_heads=heads,
-        ))
+            b.int8_matmul(p, q, w_q, w_scale, node.output[0])
+        else:
+            _attention(b, p, node, q, w_q, w_scale, qkv_bias)
     # Drop the fp32 weights that no node reads any more.
     used = {i for n in b.nodes for i in n.input}
     kept_inits = [i for i in graph.initializer if i.name in used]
@@ -500,6 +522,40 @@ def quantize_smooth(
         "quantized_nodes": len(targets) - len(keep_fp32),
         "fp32_nodes": sorted(keep_fp32),
     }
+
+
+def _attention(b: _Builder, p: str, node: Any, q: tuple[str, str, int], w_q: np.ndarray, w_scale: np.ndarray, qkv_bias: np.ndarray) -> None:
+    """The fused Attention's replacement: the int8 QKV projection, ``Split``, then ONNX
+    ``Attention`` (opset 23) on 3-D Q, K, V with a bool key mask.
+
+    ONNX Runtime's CPU kernel for ONNX Attention ran 20% faster (kernel time, twin
+    corpus) than ``MultiHeadAttention`` with a bias and a padding mask, which adds the
+    bias in a separate pass while transposing. (Three GEMMs, one each for Q, K and V,
+    would need no ``Split``, but cost more than the copy they save.) ONNX Attention takes
+    no bias:
+    - Q and V: one Add each;
+    - K: dropped. q.(k + b_k) = q.k + q.b_k adds the same number to every score in a
+      query's row, and softmax does not change under that (exact in real arithmetic).
+    (Folding b_v through the softmax into the output projection's bias would save the V
+    Add, but it changes what that projection quantizes; on MiniLM it measured no closer.)"""
+    from onnx import helper
+
+    attrs = {a.name: a for a in node.attribute}
+    if "unidirectional" in attrs and attrs["unidirectional"].i:
+        raise ValueError(f"{node.name}: unidirectional attention is not supported")
+    if "qkv_hidden_sizes" in attrs or any(node.input[4:]):
+        raise ValueError(f"{node.name}: only plain self-attention (no qkv_hidden_sizes, past or attention bias) is supported")
+    heads = attrs["num_heads"].i
+    extra = {"scale": attrs["scale"].f} if "scale" in attrs and attrs["scale"].f else {}
+    hidden = w_q.shape[1] // 3
+    qkv = b.int8_matmul(p, q, w_q, w_scale, f"{p}/qkv")
+    query, key, value = f"{p}/query", f"{p}/key", f"{p}/value"
+    b.nodes.append(helper.make_node(
+        "Split", [qkv, b.const(f"{p}/qkv_sizes", np.array([hidden] * 3, np.int64))], [query, key, value], name=f"{p}/split", axis=-1,
+    ))
+    query = b.node("Add", [query, b.const(f"{p}/query_bias", qkv_bias[:hidden].astype(np.float32))], f"{p}/query_biased")
+    value = b.node("Add", [value, b.const(f"{p}/value_bias", qkv_bias[2 * hidden:].astype(np.float32))], f"{p}/value_biased")
+    b.node("Attention", [query, key, value, b.key_mask()], node.output[0], q_num_heads=heads, kv_num_heads=heads, **extra)
 
 
 def _token_input(b: _Builder, p: str, t: Target, x: str, s: np.ndarray, smooth_op: bool) -> tuple[str, bool]:
@@ -528,16 +584,18 @@ def _fold_gelu_shift(
     nxt[0].input[4] = b.const(f"{p}/next_bias", bias.astype(np.float32))
 
 
-# QuantizeLinear with ``block_size`` (one scale per token row of a 3-D tensor) is opset 21;
-# ONNX Runtime's CPU kernel has it since 1.19.
-QUANTIZE_OPSET = 21
+# QuantizeLinear with ``block_size`` (one scale per token row of a 3-D tensor) is opset 21
+# (ONNX Runtime's CPU kernel has it since 1.19); the ONNX Attention operator is opset 23
+# (CPU kernel since ONNX Runtime 1.23).
+QUANTIZE_OPSET = 23
 _REDUCE_OPS = ("ReduceMax", "ReduceMin", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2",
                "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")  # axes became an input in opset 18
 
 
 def _to_opset(model: Any, version: int) -> None:
-    """Raise the default-domain opset of an opset >= 13 graph to ``version`` (<= 21): the
-    only operators whose form changed on the way are the reductions that take axes."""
+    """Raise the default-domain opset of an opset >= 13 graph to ``version`` (<= 23): of the
+    operators the exported graphs use, only the reductions that take axes changed form on
+    the way (opsets 22-23 widened type support only)."""
     from onnx import numpy_helper
 
     for opset in model.opset_import:

@@ -80,3 +80,117 @@ def check_fusions(counts: dict[str, int], num_layers: int) -> list[str]:
         if counts.get(op, 0) < want:
             problems.append(f"{op}: found {counts.get(op, 0)}, expected at least {want}")
     return problems
+
+
+# Operators whose output row t depends only on row t of their inputs (for the checks a
+# node must also pass, see _row_wise). Attention is not among them: it mixes rows.
+ROW_WISE = frozenset({
+    "Add", "Sub", "Mul", "Div", "Abs", "Cast", "Identity", "Erf", "Sqrt", "Tanh", "Relu",
+    "Gelu", "FastGelu", "BiasGelu", "LayerNormalization", "SkipLayerNormalization", "MatMul",
+    "MatMulIntegerToFloat", "QuantizeLinear", "ReduceMax",
+})
+ATTENTION_OPS = frozenset({"Attention", "MultiHeadAttention", "QAttention"})
+
+
+def cls_tail(src: Path, dst: Path) -> int:
+    """For a graph whose output is the CLS row (``Gather(x, 0, axis=1)``): run what follows
+    the last attention on the CLS row only. Returns how many operators now do.
+
+    After the last layer's attention, every operator is row-wise (output projection,
+    layer norms, FFN, int8 per-token quantization), and only row 0 reaches the output.
+    The rewrite slices each tensor entering that tail to row 0 (``Gather`` with indices
+    [0], keeping the axis), so the last layer's output projection and FFN, three quarters
+    of its GEMM work, run on one row per text instead of all of them. The arithmetic of
+    the CLS row is unchanged. A graph with anything else (mean pooling, an operator not
+    known to be row-wise, e.g. per-tensor dynamic quantization) is written back unchanged
+    and 0 is returned."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    count = _slice_tail(graph, helper, numpy_helper)
+    onnx.save(model, str(dst))
+    return count
+
+
+def _slice_tail(graph: Any, helper: Any, numpy_helper: Any) -> int:
+    import numpy as np
+
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    producer = {out: node for node in graph.node for out in node.output}
+    if len(graph.output) != 1 or graph.output[0].name not in producer:
+        return 0
+    gather = producer[graph.output[0].name]
+    axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
+    index = consts.get(gather.input[1]) if gather.op_type == "Gather" else None
+    if axis != 1 or index is None or index.shape != () or int(index) != 0:
+        return 0
+    # Everything the attentions depend on (themselves included) stays as it is.
+    fixed: set[int] = set()
+    stack = [n for n in graph.node if n.op_type in ATTENTION_OPS]
+    while stack:
+        node = stack.pop()
+        if id(node) in fixed:
+            continue
+        fixed.add(id(node))
+        stack.extend(producer[i] for i in node.input if i in producer)
+    if not fixed:
+        return 0
+    tail: dict[int, Any] = {}
+    stack = [producer[gather.input[0]]] if gather.input[0] in producer else []
+    while stack:
+        node = stack.pop()
+        if id(node) in tail or id(node) in fixed or node.op_type == "Constant":
+            continue
+        if not _row_wise(node, consts):
+            return 0
+        tail[id(node)] = node
+        stack.extend(producer[i] for i in node.input if i in producer)
+    if not tail:
+        return 0
+    made = {o for n in tail.values() for o in n.output}
+    rows = "cls_tail/row0"
+    sliced: dict[str, str] = {}
+    new_nodes = []
+    for node in tail.values():
+        for k, name in enumerate(node.input):
+            if not name or name in consts or name in made:
+                continue
+            if name not in sliced:  # a tensor entering the tail: [B, S, ...] -> [B, 1, ...]
+                sliced[name] = f"cls_tail/{name}"
+                new_nodes.append(helper.make_node("Gather", [name, rows], [sliced[name]], name=sliced[name], axis=1))
+            node.input[k] = sliced[name]
+    graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), rows))
+    # Each slice goes right after its tensor's producer (or first, for a graph input).
+    ordered = [n for n in new_nodes if n.input[0] not in producer]
+    for node in graph.node:
+        ordered.append(node)
+        ordered.extend(n for n in new_nodes if n.input[0] in node.output)
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return len(tail)
+
+
+def _row_wise(node: Any, consts: dict[str, Any]) -> bool:
+    if node.domain not in ("", "ai.onnx", "com.microsoft") or node.op_type not in ROW_WISE:
+        return False
+    if node.op_type == "MatMul":  # activation x weight, not activation x activation
+        return node.input[1] in consts and consts[node.input[1]].ndim == 2
+    if node.op_type == "MatMulIntegerToFloat":
+        return node.input[1] in consts and consts[node.input[1]].ndim == 2
+    if node.op_type == "ReduceMax":  # over the hidden axis only
+        axes = consts.get(node.input[1]) if len(node.input) > 1 else None
+        if axes is None:
+            axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+        return axes is not None and [int(a) for a in axes] in ([-1], [2])
+    if node.op_type == "QuantizeLinear":  # per tensor (a constant scale) or in blocks along the hidden axis
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        return node.input[1] in consts or axis in (-1, 2)
+    if node.op_type in ("LayerNormalization", "SkipLayerNormalization"):
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+        return axis in (-1, 2)
+    return True

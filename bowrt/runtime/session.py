@@ -271,7 +271,10 @@ class Session:
                 disabled_optimizers=disabled_optimizers([n for n, _ in providers]),
             )
         except Exception as e:  # ORT raises its own pybind exception types
-            raise BundleFormatError(f"onnxruntime could not load {str(bundle_dir / MODEL_FILE)!r}: {e}") from e
+            raise BundleFormatError(
+                f"onnxruntime {ort.__version__} could not load {str(bundle_dir / MODEL_FILE)!r} "
+                f"(graph opset {manifest.opset}; the int8 graph needs onnxruntime >= 1.23): {e}"
+            ) from e
         self.providers = self.session.get_providers()
         wanted = providers[0][0]
         if self.providers[0] != wanted:
