@@ -34,9 +34,9 @@ Why each piece:
   the GEMM (~15% of a 4096 x 768 x 3072 GEMM's time). Also exactly batch-invariant. The
   default tolerance 1.0 keeps every node of MiniLM and the twin per-token; above it
   trades agreement for speed (README, "int8 that a retriever can trust").
-The fused Attention operator takes fp32 weights, so it becomes three int8 projections
-(Q, K, V) from one quantized input, followed by ONNX's own ``Attention`` (opset 23); its
-bias is re-placed exactly (:func:`_attention`).
+The fused Attention operator takes fp32 weights, so it becomes the int8 QKV projection and
+``Split``, followed by ONNX's own ``Attention`` (opset 23); its bias is re-placed exactly
+(:func:`_attention`).
 Nodes whose quantization hurts the output most can be kept in fp32 (``keep_fp32``),
 chosen by measured end-to-end sensitivity in the pipeline and recorded in the manifest.
 

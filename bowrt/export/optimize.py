@@ -105,17 +105,16 @@ def cls_tail(src: Path, dst: Path) -> int:
     known to be row-wise, e.g. per-tensor dynamic quantization) is written back unchanged
     and 0 is returned."""
     import onnx
-    from onnx import helper, numpy_helper
 
     model = onnx.load(str(src))
-    graph = model.graph
-    count = _slice_tail(graph, helper, numpy_helper)
+    count = _slice_tail(model.graph)
     onnx.save(model, str(dst))
     return count
 
 
-def _slice_tail(graph: Any, helper: Any, numpy_helper: Any) -> int:
+def _slice_tail(graph: Any) -> int:
     import numpy as np
+    from onnx import helper, numpy_helper
 
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     for node in graph.node:
@@ -178,9 +177,7 @@ def _slice_tail(graph: Any, helper: Any, numpy_helper: Any) -> int:
 def _row_wise(node: Any, consts: dict[str, Any]) -> bool:
     if node.domain not in ("", "ai.onnx", "com.microsoft") or node.op_type not in ROW_WISE:
         return False
-    if node.op_type == "MatMul":  # activation x weight, not activation x activation
-        return node.input[1] in consts and consts[node.input[1]].ndim == 2
-    if node.op_type == "MatMulIntegerToFloat":
+    if node.op_type in ("MatMul", "MatMulIntegerToFloat"):  # activation x weight, not activation x activation
         return node.input[1] in consts and consts[node.input[1]].ndim == 2
     if node.op_type == "ReduceMax":  # over the hidden axis only
         axes = consts.get(node.input[1]) if len(node.input) > 1 else None
