@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bowrt.bench import machine, main, report, systems, workloads
@@ -153,3 +154,26 @@ def test_micro_run_torch_vs_bowrt_with_an_unavailable_peer(tiny_bundles, tiny_mo
     assert res["ceilings"]["best"]["fp32"] > 0
     assert "optimum is missing (test)" in (out / "results.md").read_text()
     assert (out / "throughput.png").is_file() and (out / "latency.png").is_file()
+
+
+def test_ort_qint8_quantizes_like_sentence_transformers_and_keeps_order(tiny_model_dir, tmp_path):
+    """The optimum-free stand-in for st-onnx-int8: every MatMul int8 (the attention's too), order restored."""
+    import onnx
+    from reference import torch_reference
+
+    spec = systems.prepare(systems.SystemSpec("ort-qint8", model_dir=str(tiny_model_dir), threads=1), tmp_path)
+    graph = onnx.load(str(tmp_path / f"ort-qint8-{tiny_model_dir.name}" / "onnx" / "model_qint8_avx512_vnni.onnx"))
+    ops = [n.op_type for n in graph.graph.node]
+    assert "MatMul" not in ops
+    assert ops.count("MatMulInteger") == 2 * 8  # 2 layers x (Q, K, V, out, FFN up/down, QK^T, PV)
+    sys_ = systems.load(spec)
+    assert systems.PRECISION[spec.name] == "int8" and sys_.sorts_by_length
+    texts = ["a", "who wrote the play hamlet and when", "capital of france", "tell me about the river nile in egypt today",
+             "x y"]
+    got = sys_.encode(texts, "passage")
+    # Same lengths -> same sorted batches whatever the input order: only a lost unsort would differ.
+    np.testing.assert_array_equal(got, sys_.encode(texts[::-1], "passage")[::-1])
+    ref = torch_reference(tiny_model_dir, texts, 256, pooling="cls")
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.95, cos
+    assert sys_.encode([], "passage").shape[0] == 0

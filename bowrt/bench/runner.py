@@ -26,7 +26,7 @@ from bowrt.bench.report import summarize, write_report
 from bowrt.errors import OptionError
 
 WORKLOADS = ("latency", "batch32x128", "corpus", "concurrent")
-DEFAULT_AGAINST = ("torch", "torch-bf16", "st", "st-onnx", "optimum", "fastembed")
+DEFAULT_AGAINST = ("torch", "torch-bf16", "st", "st-onnx", "ort-qint8", "optimum", "fastembed")
 CLIENTS = (1, 4, 16, 64)
 MODES = ("batched", "direct")
 LATENCY_WARM_CALLS = 3  # dropped at the start of every latency run
@@ -34,7 +34,7 @@ PAUSE_S = 0.2  # between systems: lets the previous one's spinning worker thread
 QUICK_BUDGET_S = 120.0  # rounds + memory + accuracy; imports, loading and warm-up (~1 min) come on top
 QUICK_MIN_CORPUS = 32
 WARM_CORPUS = 16  # passages of the corpus run in the warm-up (FLOP-normalized for the estimate)
-QUICK_DROP_ORDER = ("st-onnx-int8", "st-onnx-O3", "st-onnx", "optimum", "torch-bf16", "fastembed", "st")
+QUICK_DROP_ORDER = ("st-onnx-int8", "st-onnx-O3", "st-onnx", "ort-qint8", "optimum", "torch-bf16", "fastembed", "st")
 # Rough share of the GEMM ceiling a system reaches, for the estimate made before anything ran.
 GUESSED_EFFICIENCY = {"fp32": 0.5, "bf16": 0.3, "int8": 0.3, "fp16": 0.3}
 Log = Callable[[str], None]

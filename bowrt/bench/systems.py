@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from bowrt.bench import st_int8
 from bowrt.errors import OptionError
 
-PEERS = ("torch", "torch-bf16", "st", "st-onnx", "st-onnx-O3", "st-onnx-int8", "optimum", "fastembed")
+PEERS = ("torch", "torch-bf16", "st", "st-onnx", "st-onnx-O3", "st-onnx-int8", "ort-qint8", "optimum", "fastembed")
 GROUPS = {"st-onnx": ("st-onnx", "st-onnx-O3", "st-onnx-int8")}  # --against st-onnx means all three
-PRECISION = {"torch-bf16": "bf16", "st-onnx-int8": "int8"}
+PRECISION = {"torch-bf16": "bf16", "st-onnx-int8": "int8", "ort-qint8": "int8"}
 BATCH = 32  # batch size for systems that take one (transformers has none of its own: users loop)
 ST_O_LEVEL = "O3"  # sentence-transformers' efficiency guide example for CPU
 ST_INT8_CONFIG = "avx512_vnni"
@@ -381,7 +382,8 @@ class BowrtSystem:
 def unavailable_reason(name: str) -> str | None:
     """Why ``name`` cannot run here, from cheap import checks (before anything is loaded); None if it may."""
     need = {"torch": ("torch", "transformers"), "torch-bf16": ("torch", "transformers"),
-            "st": ("torch", "sentence-transformers"), "fastembed": ("fastembed", "torch")}
+            "st": ("torch", "sentence-transformers"), "fastembed": ("fastembed", "torch"),
+            "ort-qint8": ("torch", "transformers", "onnx")}
     missing = [p for p in need.get(name, ()) if version(p) is None]
     if missing:
         return f"not installed: {', '.join(missing)} (pip install {' '.join(missing)})"
@@ -402,6 +404,8 @@ def prepare(spec: SystemSpec, work: Path) -> SystemSpec:
             return prepare_fastembed(spec, work)
         if spec.name.startswith("st-onnx"):
             return prepare_st_onnx(spec, work)
+        if spec.name == "ort-qint8":
+            return st_int8.prepare(spec, work)
         if spec.name == "optimum":
             _require_optimum()
     except Unavailable:
@@ -422,6 +426,8 @@ def load(spec: SystemSpec) -> Any:
             return OptimumSystem(spec)
         if spec.name == "fastembed":
             return FastembedSystem(spec)
+        if spec.name == "ort-qint8":
+            return st_int8.StInt8System(spec)
         if spec.name.startswith("bowrt-"):
             return BowrtSystem(spec)
     except Unavailable:

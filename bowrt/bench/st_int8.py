@@ -1,0 +1,120 @@
+"""``ort-qint8``: sentence-transformers' ONNX int8 model, built and run without optimum.
+
+sentence-transformers' ONNX backend needs optimum-onnx, whose newest release pins
+transformers < 4.58, so ``st-onnx-int8`` cannot run next to this project's
+transformers. This peer stands in for it, built the same way:
+
+- the model: a plain feature-extraction ONNX (``last_hidden_state``, no fusions, as
+  optimum's exporter writes it), quantized exactly as
+  ``export_dynamic_quantized_onnx_model(model, "avx512_vnni")`` does it: optimum's
+  ``AutoQuantizationConfig.avx512_vnni(is_static=False)`` through ONNX Runtime's
+  ``ONNXQuantizer``. That is: weights int8 symmetric per channel; activations uint8,
+  asymmetric, per tensor, computed at run time; operators MatMul and Add; no
+  ``MatMulConstBOnly``, so the attention's activation-by-activation MatMuls are
+  quantized too (``quantize_dynamic`` would skip them);
+- the run: an ONNX Runtime session with default options apart from the thread count,
+  as optimum's ``ORTModel`` opens it; ``SentenceTransformer.encode``'s batching (sort by
+  characters, longest first, batches of 32, each padded to its longest, order
+  restored); the Hugging Face tokenizer; CLS or mean pooling; optional normalization.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+QINT8_FILE = "model_qint8_avx512_vnni.onnx"  # sentence-transformers' name for it
+TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def quantize_like_st(src: Path, dst: Path) -> None:
+    """``src`` -> ``dst`` with optimum's avx512_vnni dynamic int8 settings (see the module docstring)."""
+    import onnx
+    from onnxruntime.quantization import QuantizationMode, QuantType
+    from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
+
+    quantizer = ONNXQuantizer(
+        onnx.load(str(src)), per_channel=True, reduce_range=False, mode=QuantizationMode.IntegerOps, static=False,
+        weight_qType=QuantType.QInt8, activation_qType=QuantType.QUInt8, tensors_range=None,
+        nodes_to_quantize=[], nodes_to_exclude=[], op_types_to_quantize=["MatMul", "Add"],
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "EnableSubgraph": False,
+                       "ForceSymmetric": False, "AddQDQPairToWeight": False, "DedicatedQDQPair": False,
+                       "QDQOpTypePerChannelSupportToAxis": {}},
+    )
+    quantizer.quantize_model()
+    quantizer.model.save_model_to_file(str(dst))
+
+
+def prepare(spec: Any, work: Path) -> Any:
+    """Export and quantize once into ``work``; the spec's ``files`` name the folder."""
+    from bowrt.bench.systems import export_hidden_state_onnx
+
+    src = Path(spec.model_dir)
+    folder = work / f"ort-qint8-{src.name}"
+    if not (folder / "onnx" / QINT8_FILE).is_file():
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        plain = export_hidden_state_onnx(str(src), tmp / "onnx" / "model.onnx")
+        quantize_like_st(plain, tmp / "onnx" / QINT8_FILE)
+        plain.unlink()
+        for name in TOKENIZER_FILES:
+            if (src / name).is_file():
+                shutil.copy(src / name, tmp / name)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return replace(spec, files={"folder": str(folder)})
+
+
+class StInt8System:
+    """The quantized model through ONNX Runtime with sentence-transformers' batching (see the module docstring)."""
+
+    sorts_by_length = True
+
+    def __init__(self, spec: Any):
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        from bowrt.bench.systems import BATCH
+
+        self.spec = spec
+        folder = Path(spec.files["folder"])
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = spec.threads
+        self.session = ort.InferenceSession(str(folder / "onnx" / QINT8_FILE), so, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.batch = BATCH
+        self.batching = f"as SentenceTransformer.encode(batch_size={BATCH}): sorts by length (characters), padded per batch"
+        self.model_bytes = (folder / "onnx" / QINT8_FILE).stat().st_size
+
+    def encode(self, texts: list[str], kind: str) -> np.ndarray:
+        from bowrt.bench.systems import _max_len, _prefixed
+
+        texts = [t.strip() for t in _prefixed(self.spec, texts, kind)]  # ST strips each input
+        order = np.argsort([-len(t) for t in texts])
+        out: list[np.ndarray] = []
+        for start in range(0, len(texts), self.batch):
+            enc = self.tokenizer([texts[i] for i in order[start : start + self.batch]], padding=True,
+                                 truncation="longest_first", max_length=_max_len(self.spec, kind), return_tensors="np")
+            ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
+            out.append(_pool(hidden, mask, self.spec.pooling, self.spec.normalize))
+        if not out:
+            return np.zeros((0, 0), np.float32)
+        return np.concatenate(out)[np.argsort(order)]
+
+
+def _pool(hidden: np.ndarray, mask: np.ndarray, pooling: str, normalize: bool) -> np.ndarray:
+    if pooling == "cls":
+        vec = hidden[:, 0]
+    else:
+        m = mask[..., None].astype(hidden.dtype)
+        vec = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+    if normalize:
+        vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+    return vec.astype(np.float32)
