@@ -20,7 +20,6 @@ transformers. This peer stands in for it, built the same way:
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -51,21 +50,18 @@ def quantize_like_st(src: Path, dst: Path) -> None:
 
 def prepare(spec: Any, work: Path) -> Any:
     """Export and quantize once into ``work``; the spec's ``files`` name the folder."""
-    from bowrt.bench.systems import export_hidden_state_onnx
+    from bowrt.bench.systems import build_folder, export_hidden_state_onnx
 
     src = Path(spec.model_dir)
     folder = work / f"ort-qint8-{src.name}"
-    if not (folder / "onnx" / QINT8_FILE).is_file():
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def build(tmp: Path) -> None:
         plain = export_hidden_state_onnx(str(src), tmp / "onnx" / "model.onnx")
         quantize_like_st(plain, tmp / "onnx" / QINT8_FILE)
         plain.unlink()
-        for name in TOKENIZER_FILES:
-            if (src / name).is_file():
-                shutil.copy(src / name, tmp / name)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+
+    if not (folder / "onnx" / QINT8_FILE).is_file():
+        build_folder(folder, src, TOKENIZER_FILES, build)
     return replace(spec, files={"folder": str(folder)})
 
 

@@ -17,6 +17,7 @@ import importlib.metadata as md
 import json
 import shutil
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -298,23 +299,33 @@ def export_hidden_state_onnx(model_dir: str, path: Path) -> Path:
     return path
 
 
+def build_folder(folder: Path, src: Path, files: tuple[str, ...], build: Callable[[Path], None]) -> None:
+    """Write ``folder`` atomically: ``build(tmp)`` makes the model files, ``files`` are copied from ``src``
+    (those that exist), then ``tmp`` replaces ``folder``. An interrupted build leaves no half folder."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build(tmp)
+    for name in files:
+        if (src / name).is_file():
+            shutil.copy(src / name, tmp / name)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
 def prepare_fastembed(spec: SystemSpec, work: Path) -> SystemSpec:
     """A fastembed-style local model folder: ``onnx/model.onnx`` + tokenizer files, truncation at the passage max."""
     src = Path(spec.model_dir)
     folder = work / f"fastembed-{src.name}-{spec.passage_max_length}"
-    if not (folder / "onnx" / "model.onnx").is_file():
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def build(tmp: Path) -> None:
         export_hidden_state_onnx(str(src), tmp / "onnx" / "model.onnx")
-        for name in ("config.json", "tokenizer.json", "special_tokens_map.json", "vocab.txt"):
-            if (src / name).is_file():
-                shutil.copy(src / name, tmp / name)
         tok_cfg = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))
         tok_cfg["model_max_length"] = spec.passage_max_length  # fastembed truncates there
         tok_cfg.pop("max_length", None)
         (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg), encoding="utf-8")
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+
+    if not (folder / "onnx" / "model.onnx").is_file():
+        build_folder(folder, src, ("config.json", "tokenizer.json", "special_tokens_map.json", "vocab.txt"), build)
     return replace(spec, files={"folder": str(folder)})
 
 
