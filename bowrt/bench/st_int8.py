@@ -16,10 +16,16 @@ transformers. This peer stands in for it, built the same way:
   as optimum's ``ORTModel`` opens it; ``SentenceTransformer.encode``'s batching (sort by
   characters, longest first, batches of 32, each padded to its longest, order
   restored); the Hugging Face tokenizer; CLS or mean pooling; optional normalization.
+
+It skips the layers around the session in the real path (torch tensors, ST's modules,
+optimum's ``ORTModel``), so its speed and memory flatter it a little, if anything. The
+export is the legacy torch exporter at opset 17 (optimum picks its own opset); ONNX
+Runtime fuses both the same way at load.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,15 @@ from typing import Any
 import numpy as np
 
 QINT8_FILE = "model_qint8_avx512_vnni.onnx"  # sentence-transformers' name for it
-TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt", ".h5", ".msgpack")  # not copied next to the ONNX model
+# optimum's AutoQuantizationConfig.avx512_vnni(is_static=False) as ORTQuantizer hands it to ONNXQuantizer.
+ST_QUANTIZER_ARGS: dict[str, Any] = {
+    "per_channel": True, "reduce_range": False, "static": False, "tensors_range": None,
+    "nodes_to_quantize": [], "nodes_to_exclude": [], "op_types_to_quantize": ["MatMul", "Add"],
+    "extra_options": {"WeightSymmetric": True, "ActivationSymmetric": False, "EnableSubgraph": False,
+                      "ForceSymmetric": False, "AddQDQPairToWeight": False, "DedicatedQDQPair": False,
+                      "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}},
+}
 
 
 def quantize_like_st(src: Path, dst: Path) -> None:
@@ -36,14 +50,8 @@ def quantize_like_st(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantizationMode, QuantType
     from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
 
-    quantizer = ONNXQuantizer(
-        onnx.load(str(src)), per_channel=True, reduce_range=False, mode=QuantizationMode.IntegerOps, static=False,
-        weight_qType=QuantType.QInt8, activation_qType=QuantType.QUInt8, tensors_range=None,
-        nodes_to_quantize=[], nodes_to_exclude=[], op_types_to_quantize=["MatMul", "Add"],
-        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "EnableSubgraph": False,
-                       "ForceSymmetric": False, "AddQDQPairToWeight": False, "DedicatedQDQPair": False,
-                       "QDQOpTypePerChannelSupportToAxis": {}},
-    )
+    quantizer = ONNXQuantizer(onnx.load(str(src)), mode=QuantizationMode.IntegerOps, weight_qType=QuantType.QInt8,
+                              activation_qType=QuantType.QUInt8, **ST_QUANTIZER_ARGS)
     quantizer.quantize_model()
     quantizer.model.save_model_to_file(str(dst))
 
@@ -53,7 +61,8 @@ def prepare(spec: Any, work: Path) -> Any:
     from bowrt.bench.systems import build_folder, export_hidden_state_onnx
 
     src = Path(spec.model_dir)
-    folder = work / f"ort-qint8-{src.name}"
+    key = hashlib.sha256(f"{src.resolve()}|{ST_QUANTIZER_ARGS}".encode()).hexdigest()[:10]
+    folder = work / f"ort-qint8-{src.name}-{key}"  # a stale folder of another model or setting is never reused
 
     def build(tmp: Path) -> None:
         plain = export_hidden_state_onnx(str(src), tmp / "onnx" / "model.onnx")
@@ -61,7 +70,8 @@ def prepare(spec: Any, work: Path) -> Any:
         plain.unlink()
 
     if not (folder / "onnx" / QINT8_FILE).is_file():
-        build_folder(folder, src, TOKENIZER_FILES, build)
+        others = tuple(p.name for p in sorted(src.iterdir()) if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES))
+        build_folder(folder, src, others, build)  # config and every tokenizer file, as ST copies the folder
     return replace(spec, files={"folder": str(folder)})
 
 
@@ -90,8 +100,8 @@ class StInt8System:
     def encode(self, texts: list[str], kind: str) -> np.ndarray:
         from bowrt.bench.systems import _max_len, _prefixed
 
-        texts = [t.strip() for t in _prefixed(self.spec, texts, kind)]  # ST strips each input
-        order = np.argsort([-len(t) for t in texts])
+        order = np.argsort([-len(t) for t in texts])  # ST sorts the caller's texts, before any prompt
+        texts = _prefixed(self.spec, texts, kind)
         out: list[np.ndarray] = []
         for start in range(0, len(texts), self.batch):
             enc = self.tokenizer([texts[i] for i in order[start : start + self.batch]], padding=True,
