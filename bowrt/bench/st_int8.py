@@ -98,7 +98,9 @@ class StInt8System:
         self.model_bytes = (folder / "onnx" / QINT8_FILE).stat().st_size
 
     def encode(self, texts: list[str], kind: str) -> np.ndarray:
-        from bowrt.bench.systems import _max_len, _prefixed
+        import torch
+
+        from bowrt.bench.systems import _max_len, _prefixed, pool
 
         order = np.argsort([-len(t) for t in texts])  # ST sorts the caller's texts, before any prompt
         texts = _prefixed(self.spec, texts, kind)
@@ -109,18 +111,9 @@ class StInt8System:
             ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
             hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
-            out.append(_pool(hidden, mask, self.spec.pooling, self.spec.normalize))
+            vec = pool(torch.from_numpy(hidden), torch.from_numpy(mask), self.spec.pooling, self.spec.normalize)
+            out.append(vec.numpy())  # ST pools in torch too
         if not out:
             return np.zeros((0, 0), np.float32)
         return np.concatenate(out)[np.argsort(order)]
 
-
-def _pool(hidden: np.ndarray, mask: np.ndarray, pooling: str, normalize: bool) -> np.ndarray:
-    if pooling == "cls":
-        vec = hidden[:, 0]
-    else:
-        m = mask[..., None].astype(hidden.dtype)
-        vec = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-    if normalize:
-        vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
-    return vec.astype(np.float32)
