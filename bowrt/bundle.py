@@ -7,7 +7,7 @@ A bundle is a folder::
     manifest.json     everything else (schema below), including the sha256 of every file
 
 The runtime trusts nothing that the manifest and the checksums do not confirm:
-:func:`read_bundle` verifies every file before it returns. This module imports
+:func:`verify_bundle` verifies every file before it returns. This module imports
 only the standard library, so an edge host can verify a bundle with nothing
 but bowrt's base install (``bowrt verify BUNDLE``).
 """
@@ -34,10 +34,24 @@ FORMAT = "bowrt-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
+# An int8 bundle's second graph: the same integers with u8 weights, for CPUs whose
+# u8 x s8 kernel saturates (bowrt/export/int8_isa.py); the runtime picks at load.
+U8_MODEL_FILE = "model.u8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 
 VARIANTS = ("fp32", "fp16", "int8")
 POOLINGS = ("cls", "mean")
+
+# The CPU kernel families ONNX Runtime's int8 GEMM dispatches to (how each one adds up
+# u8 x s8 products: bowrt/export/int8_isa.py). An int8 manifest maps, in
+# ``quantization.graphs``, each of its graph files to the ISAs it is exact on.
+INT8_ISAS = ("sse", "avx2", "avx512", "avx_vnni", "avx512_vnni", "amx", "arm64")
+# Those that accumulate every product in int32: exact for any int8 weights. The others
+# add products in saturating int16 pairs (vpmaddubsw). An int8 manifest without
+# ``graphs`` (bowrt < 0.2) is taken to be exact on these only.
+INT32_ISAS = ("avx_vnni", "avx512_vnni", "amx", "arm64")
+# The self-check's reference vectors (a few probe texts, see parity.numerics).
+NUMERICS_FILE = "numerics.npz"
 
 # The default model and the way it was evaluated (bowdpr, arXiv 2401.11248).
 DEFAULT_MODEL = "bowdpr/bowdpr_wiki_triviaft"

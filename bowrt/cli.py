@@ -59,6 +59,16 @@ def _verify(args: argparse.Namespace) -> int:
     _say(f"OK {args.bundle}: {m.variant} bundle of {m.source_model}{rev}")
     for name, entry in sorted(m.files.items()):
         _say(f"  sha256 OK  {name}  ({entry['bytes']} bytes)")
+    if args.numerics:
+        from bowrt.runtime import Encoder, host
+
+        r = Encoder(args.bundle, "cpu").numerics or {}  # raises NumericsError / HostUnsupportedError on a miss
+        if not r.get("checked"):
+            raise OptionError(f"--numerics: {r.get('reason', 'no self-check data in this bundle')}")
+        host_part = ("" if r["min_cosine_vs_export_host"] is None else
+                     f", vs the export host {r['min_cosine_vs_export_host']:.6f} (>= {r['host_gate']})")
+        _say(f"  numerics OK on this host ({host.summary()}): {r['texts']} texts, min cosine vs PyTorch "
+             f"{r['min_cosine_vs_pytorch']:.6f} (gate {r['gate']}){host_part}, {r['seconds'] * 1e3:.0f} ms")
     return 0
 
 
@@ -93,12 +103,35 @@ def _info(args: argparse.Namespace) -> int:
         rows.append(("  against", str(parity.get("reference", "?"))))
     if parity.get("gates"):
         rows.append(("gates", ", ".join(f"{k} {_fmt(v)}" for k, v in parity["gates"].items())))
+    if parity.get("host"):
+        rows.append(("  measured", f"on int8 ISA {parity['host'].get('int8_isa', '?')} ({parity['host'].get('machine', '?')})"))
+    rows.extend(_host_rows(m))
     tools = ", ".join(f"{k} {v}" for k, v in m.tools.items() if k in ("bowrt", "torch", "transformers", "onnxruntime"))
     rows.append(("created", f"{m.created or '?'}" + (f" ({tools})" if tools else "")))
     rows.append(("files", ", ".join(f"{n} {e['bytes'] / 1e6:.1f} MB" for n, e in sorted(m.files.items()))))
     for key, value in rows:
         _say(f"{key:<10} {value}")
     return 0
+
+
+def _host_rows(m: Any) -> list[tuple[str, str]]:
+    """This host's CPU as the int8 kernels see it, and whether the bundle is exact on it."""
+    from bowrt.errors import HostUnsupportedError
+    from bowrt.runtime import host
+
+    h = host.describe()
+    rows = [("host", (f"{h['machine']}, int8 ISA {h['int8_isa']} ({h['isa_source']}), int8 accumulation "
+                      f"{h['int8_accumulation']}"))]
+    if m.variant == "int8":
+        try:
+            verdict = f"runs {host.select_graph(m)} here"
+        except HostUnsupportedError:
+            verdict = "NOT exact on this host: the runtime refuses it here"
+        except ImportError:
+            verdict = "not checked (onnxruntime is not installed)"
+        per_graph = "; ".join(f"{f}: {', '.join(v)}" for f, v in host.graphs(m).items())
+        rows.append(("int8", f"exact on {per_graph}; {verdict}"))
+    return rows
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -201,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("verify", help="check a bundle's manifest and the sha256 of every file")
     s.add_argument("bundle")
+    s.add_argument("--numerics", action="store_true",
+                   help="also encode the bundle's self-check texts on this host and compare them with its reference "
+                        "vectors (needs onnxruntime; exits 1 naming the host's ISA on a miss)")
     s.set_defaults(handler=_verify)
 
     s = sub.add_parser("info", help="summarize a bundle: variant, dims, pooling, lengths, parity")

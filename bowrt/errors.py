@@ -29,6 +29,14 @@ class BundleFormatError(BundleError):
     """The manifest is unreadable, incomplete, or of a format version this bowrt does not know."""
 
 
+class HostUnsupportedError(BundleError):
+    """The bundle's int8 arithmetic is not exact on this host's CPU (its vectors would be wrong)."""
+
+
+class NumericsError(BundleError):
+    """The bundle's self-check failed on this host: its vectors differ from the reference vectors."""
+
+
 # --- export ------------------------------------------------------------------
 class ExportError(BowrtError, RuntimeError):
     """The export stage could not produce a sound bundle."""

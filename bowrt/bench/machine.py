@@ -57,6 +57,7 @@ def _lscpu() -> dict[str, str]:
 
 def describe() -> dict[str, Any]:
     """Platform, CPU model and the SIMD/matrix flags that decide which kernels run, memory, providers."""
+    from bowrt.runtime import host
     from bowrt.runtime.session import physical_cores
 
     info = _cpuinfo()
@@ -83,6 +84,8 @@ def describe() -> dict[str, Any]:
         "lscpu": _lscpu(),
         "memory_gb": round(mem_kb / 2**20, 1) if mem_kb else None,
         "onnxruntime_providers": providers,
+        # The int8 kernel family ONNX Runtime runs here, and how it accumulates (measured).
+        "int8": host.describe(),
     }
 
 

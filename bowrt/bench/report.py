@@ -81,6 +81,9 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"- machine: {machine.get('processor')}, {machine.get('physical_cores')} physical cores "
         f"({machine.get('logical_cpus')} logical), {machine.get('memory_gb')} GB; flags: {', '.join(flags) or '-'}",
+        f"- host int8 ISA: {machine.get('int8', {}).get('int8_isa', '?')} "
+        f"({machine.get('int8', {}).get('int8_accumulation', '?')} accumulation, measured); "
+        "every accuracy figure below was measured on this host",
         f"- model: {meta['model']['folder']} ({meta['model']['layers']} layers, hidden {meta['model']['hidden']}); "
         f"pooling {meta['model']['pooling']}, normalize {meta['model']['normalize']}",
         f"- {meta['rounds']} round(s) after a warm-up round, interleaved (each round runs every system on every "

@@ -12,17 +12,21 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from bowrt import __version__
 from bowrt.bundle import (
     DEFAULT_MODEL,
+    INT8_ISAS,
     MODEL_FILE,
+    NUMERICS_FILE,
     TOKENIZER_FILE,
+    U8_MODEL_FILE,
     VARIANTS,
     Manifest,
     TensorSpec,
@@ -30,7 +34,8 @@ from bowrt.bundle import (
     write_bundle,
 )
 from bowrt.errors import BundleError, ExportError, OptionError, ParityGateError
-from bowrt.export import fp16, int8, optimize, parity, probes, source, to_onnx
+from bowrt.export import fp16, int8, int8_isa, optimize, parity, probes, source, to_onnx
+from bowrt.runtime import host
 
 Log = Callable[[str], None]
 
@@ -102,6 +107,44 @@ class _Probe:
         metrics["batch_invariance_min_cosine"] = float(parity.cosines(alone, np.concatenate([q, p])).min())
         return metrics
 
+    def numerics(self, model_path: Path, gate: dict[str, float], dst: Path) -> dict[str, Any]:
+        """The self-check a host runs on the bundle (``bowrt verify --numerics``): a few
+        probe texts, their PyTorch fp32 vectors and this graph's own vectors on this
+        host, written to ``dst``; returns the manifest's description of them."""
+        qi, pi = numerics_texts(self.q_ids, self.p_ids)
+        run = probes.ort_runner(str(model_path))
+        bundle = np.concatenate([probes.encode_ids(run, [self.q_ids[i] for i in qi]),
+                                 probes.encode_ids(run, [self.p_ids[i] for i in pi])])
+        pytorch = np.concatenate([self.ref_q[qi], self.ref_p[pi]])
+        np.savez(dst, pytorch=pytorch.astype(np.float32), bundle=bundle.astype(np.float32))
+        return {
+            "file": NUMERICS_FILE,
+            "queries": [self.texts.queries[i] for i in qi],
+            "passages": [list(self.texts.passages[i]) for i in pi],
+            # Against PyTorch: the variant's gate. Against this graph's vectors on the
+            # export host: the same vectors to float rounding (every ISA computes the same
+            # integers; float kernels differ in the last bits).
+            "min_cosine": gate.get("min_cosine", 0.0),
+            "host_min_cosine": HOST_AGREEMENT,
+        }
+
+
+# The self-check: how many probe texts, and how close a host must come to the export
+# host's vectors (float kernels differ by ISA in the last bits; a saturating int8 GEMM
+# moved MiniLM's worst probe vector by 1 - cos ~ 5e-3).
+NUMERICS_QUERIES = 4
+NUMERICS_PASSAGES = 4
+HOST_AGREEMENT = 0.9999
+
+
+def numerics_texts(q_ids: list[list[int]], p_ids: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Which probes the self-check carries: the first queries, and passages spread over
+    the length range short of the longest (the check runs at every load: cheap texts)."""
+    by_len = sorted(range(len(p_ids)), key=lambda i: (len(p_ids[i]), i))
+    n = NUMERICS_PASSAGES
+    picks = [by_len[(j + 1) * len(by_len) // (n + 2)] for j in range(n)]
+    return list(range(min(NUMERICS_QUERIES, len(q_ids)))), sorted(dict.fromkeys(picks))
+
 
 def _default_opset(path: Path) -> int:
     """The graph's ONNX opset (int8 graphs are raised to 21 for blocked QuantizeLinear)."""
@@ -163,7 +206,7 @@ def _int8(
     def build(keep: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
         info = int8.quantize_smooth(fused, path, stats, alpha=alphas, modes=modes, keep_fp32=frozenset(keep), cache=cache)
         optimize.split_skip_layer_norms(path, path)  # measure the graph that ships
-        run = probes.ort_runner(str(path))
+        run = probes.ort_runner(str(exact_graph(path)))
         return info, parity.compare(ref_q, ref_p, probes.encode_ids(run, cal_q), probes.encode_ids(run, cal_p))
 
     def step(keep: list[str], got: dict[str, float], moved: tuple[str, str] | None = None) -> dict[str, Any]:
@@ -221,6 +264,58 @@ def _int8(
         "error_all_quantized": 1.0 - tried[0]["mean_cosine"],
     }
     return path, info
+
+
+def exact_graph(path: Path) -> Path:
+    """The graph that computes ``path``'s integers exactly on this host: ``path`` itself,
+    or, where ONNX Runtime's int8 kernel adds products in saturating int16 pairs and the
+    weights can overflow them, its u8 x u8 twin (written beside it; int8_isa.py). Every
+    figure the export measures comes from the exact integers, so a bundle does not
+    depend on the host that exported it."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if host.int8_kernel_exact() or int8_isa.exact_isas(model)[1] == 0:
+        return path
+    twin = path.with_name(path.stem + ".u8.onnx")
+    int8_isa.to_u8_weights(model)
+    onnx.save(model, str(twin))
+    return twin
+
+
+def _int8_graphs(path: Path, work: Path, info: dict[str, Any], probe: _Probe) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The shipped int8 graph(s): the u8 x s8 graph, plus its u8 x u8 twin when some
+    weight pairs could saturate a non-VNNI kernel; the manifest says which ISAs each is
+    exact on, and the runtime picks at load. On an int32 host the twin's vectors are
+    checked against the graph's (the same integers: they must agree to float rounding)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    isas, overflows = int8_isa.exact_isas(model)
+    files = {MODEL_FILE: path}
+    graphs = {MODEL_FILE: isas}
+    twin_diff = None
+    if overflows:
+        twin = work / U8_MODEL_FILE
+        int8_isa.to_u8_weights(model)
+        onnx.save(model, str(twin))
+        files[U8_MODEL_FILE] = twin
+        graphs[U8_MODEL_FILE] = int8_isa.exact_isas(model)[0]
+        if host.int8_kernel_exact():
+            a = probes.encode_ids(probes.ort_runner(str(path)), probe.p_ids)
+            b = probes.encode_ids(probes.ort_runner(str(twin)), probe.p_ids)
+            twin_diff = float(np.abs(a - b).max() / max(float(np.abs(a).max()), 1e-30))
+            if twin_diff > TWIN_TOLERANCE:
+                raise ExportError(f"the u8 x u8 twin of the int8 graph differs from it by {twin_diff:.2e} of the "
+                                  f"largest output (> {TWIN_TOLERANCE}): it should compute the same integers")
+    exact = sorted({i for v in graphs.values() for i in v}, key=list(INT8_ISAS).index)
+    return {**info, "exact_isas": exact, "graphs": graphs, "pair_overflows": overflows,
+            "twin_max_abs_diff_rel": twin_diff}, files
+
+
+# The twin computes the same int32 sums; only float kernels (ORT may order a reduction
+# differently per weight type) can move its output, by a few ulps.
+TWIN_TOLERANCE = 1e-5
 
 
 def export_model(
@@ -284,6 +379,7 @@ def export_model(
 
         built: dict[str, tuple[Path, dict[str, Any] | None, dict[str, Any]]] = {}
         rewrites: dict[str, list[str]] = {}
+        checks: dict[str, dict[str, Any]] = {}
         for variant in variants:
             log(f"building {variant} ...")
             if variant == "fp32":
@@ -298,8 +394,13 @@ def export_model(
             rewrites[variant] = [] if variant == "fp16" else [CPU_LAYER_NORM_REWRITE]
             if src.pooling == "cls" and optimize.cls_tail(path, path):
                 rewrites[variant].append(CLS_TAIL_REWRITE)
-            built[variant] = (path, info, probe.measure(path))
+            files = {MODEL_FILE: path}
+            if variant == "int8":
+                info, files = _int8_graphs(path, work, info, probe)
+            measured = exact_graph(path) if variant == "int8" else path
+            built[variant] = (files, info, probe.measure(measured))
             metrics = built[variant][2]
+            checks[variant] = probe.numerics(measured, gate_table[variant], work / f"{variant}.{NUMERICS_FILE}")
             log("  " + parity.format_report(variant, metrics, gate_table[variant]))
             verdict = parity.check_gates(metrics, gate_table[variant])
             if not verdict.passed:
@@ -309,8 +410,9 @@ def export_model(
                 )
 
         versions = tool_versions()
+        export_host = host.describe()
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for variant, (path, info, metrics) in built.items():
+        for variant, (files, info, metrics) in built.items():
             manifest = Manifest(
                 variant=variant,
                 source_model=src.name,
@@ -320,7 +422,7 @@ def export_model(
                 num_heads=src.num_heads,
                 pooling=src.pooling,
                 normalize=src.normalize,
-                opset=_default_opset(path),
+                opset=_default_opset(files[MODEL_FILE]),
                 inputs=tuple(TensorSpec(n, "int64", ("batch", "sequence")) for n in to_onnx.INPUT_NAMES),
                 outputs=(TensorSpec(to_onnx.OUTPUT_NAME, "float32", ("batch", src.hidden_size)),),
                 text=rules,
@@ -332,12 +434,17 @@ def export_model(
                     "gates": gate_table[variant],
                     "fused_operators": counts,
                     "graph_rewrites": rewrites[variant],
+                    # The host the figures above were measured on.
+                    "host": export_host,
+                    "numerics": checks[variant],
                 },
                 tools=versions,
                 created=created,
             )
             manifests[variant] = write_bundle(
-                out / variant, manifest, {MODEL_FILE: path, TOKENIZER_FILE: work / TOKENIZER_FILE}, force=force
+                out / variant, manifest,
+                {**files, TOKENIZER_FILE: work / TOKENIZER_FILE, NUMERICS_FILE: work / f"{variant}.{NUMERICS_FILE}"},
+                force=force,
             )
             log(f"wrote {out / variant}")
     log(f"done in {time.perf_counter() - t0:.1f} s")

@@ -27,6 +27,7 @@ import onnxruntime as ort
 
 from bowrt.bundle import TOKENIZER_FILE, Manifest, verify_bundle
 from bowrt.errors import OptionError
+from bowrt.runtime import host, selfcheck
 from bowrt.runtime.session import GPU_PROVIDERS, SHORT, Session, build_providers, physical_cores
 from bowrt.runtime.tokenize import KINDS, Kind, TextTokenizer, Tokens, tokenize, validate_passages, validate_queries
 
@@ -131,6 +132,16 @@ class Encoder:
         cpu_mem_arena: use ORT's CPU memory arena (default on: with batches
             bounded by ``max_batch_tokens`` its high-water mark is bounded too,
             and it held half the peak RSS of plain malloc; see session.py).
+        check_numerics: at load, encode the bundle's self-check texts and compare
+            them with the reference vectors it carries (PyTorch fp32 and the export
+            host's); a miss raises :class:`NumericsError` (``runtime/selfcheck.py``).
+            Default on: it protects a bundle copied to a new machine, and costs
+            8 short texts encoded at load (measured cost: README, "int8 on every CPU").
+
+    An int8 bundle runs the graph that is exact on this CPU (``runtime/host.py``: its
+    u8 x s8 graph where ONNX Runtime accumulates in int32, its u8 x u8 twin, the same
+    integers, where it adds products in saturating int16 pairs); a bundle with no graph
+    exact here is refused with :class:`HostUnsupportedError` before anything runs.
 
     Unknown options raise :class:`OptionError` listing the valid ones.
     """
@@ -146,6 +157,7 @@ class Encoder:
         device_id: int = 0,
         cache_dir: str | os.PathLike[str] | None = None,
         cpu_mem_arena: bool = True,
+        check_numerics: bool = True,
         **unknown: Any,
     ):
         if unknown:
@@ -156,11 +168,13 @@ class Encoder:
         if max_batch_tokens is not None:
             _positive_int("max_batch_tokens", max_batch_tokens)
         device_id = _positive_int("device_id", device_id, minimum=0)
-        if not isinstance(cpu_mem_arena, bool):
-            raise OptionError(f"cpu_mem_arena must be True or False, got {cpu_mem_arena!r}")
+        for name, flag in (("cpu_mem_arena", cpu_mem_arena), ("check_numerics", check_numerics)):
+            if not isinstance(flag, bool):
+                raise OptionError(f"{name} must be True or False, got {flag!r}")
 
         self.bundle_dir = Path(bundle)
         self.manifest: Manifest = verify_bundle(self.bundle_dir)
+        self.graph_file = host.select_graph(self.manifest)  # HostUnsupportedError where no graph is exact
         specs = build_providers(
             providers, self.manifest, ort.get_available_providers(), self.bundle_dir, cache_dir, device_id,
             max_batch_size=self.max_batch_size,
@@ -173,11 +187,12 @@ class Encoder:
         self._session = Session(
             self.bundle_dir, self.manifest, specs,
             explicit=providers is not None, threads=self.threads, device_id=device_id,
-            max_batch_size=self.max_batch_size, cpu_mem_arena=cpu_mem_arena,
+            max_batch_size=self.max_batch_size, cpu_mem_arena=cpu_mem_arena, model_file=self.graph_file,
         )
         on_gpu = self._session.provider in GPU_PROVIDERS
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["gpu" if on_gpu else "cpu"]
-        self.last_timings: Timings | None = None
+        self.numerics: dict[str, Any] | None = selfcheck.run(self) if check_numerics else None
+        self.last_timings: Timings | None = None  # not the self-check's
 
     # --- what is running ------------------------------------------------------
     @property
@@ -197,6 +212,25 @@ class Encoder:
     def providers(self) -> list[str]:
         """ORT's own list for the session, first = preferred."""
         return list(self._session.providers)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What is running, and where: bundle, variant, provider, threads, batch limits,
+        the host's CPU as the int8 kernels see it, and the self-check's figures."""
+        return {
+            "bundle": str(self.bundle_dir),
+            "variant": self.variant,
+            "source_model": self.manifest.source_model,
+            "dim": self.dim,
+            "provider": self.provider,
+            "threads": self.threads,
+            "max_batch_tokens": self.max_batch_tokens,
+            "max_batch_size": self.max_batch_size,
+            "graph": self.graph_file,
+            "host": host.describe(),
+            "exact_isas": list(host.exact_isas(self.manifest)),
+            "numerics": self.numerics,
+        }
 
     def __repr__(self) -> str:
         return (

@@ -258,13 +258,14 @@ class Session:
         max_batch_size: int = 256,
         cpu_mem_arena: bool = True,
         io_binding: bool | None = None,
+        model_file: str = MODEL_FILE,
     ):
         for name, opts in providers:
             if name == TENSORRT:
                 Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         try:
             self.session = ort.InferenceSession(
-                str(bundle_dir / MODEL_FILE),
+                str(bundle_dir / model_file),
                 sess_options=session_options(threads, cpu_mem_arena),
                 providers=[n for n, _ in providers],
                 provider_options=[o for _, o in providers],
@@ -272,7 +273,7 @@ class Session:
             )
         except Exception as e:  # ORT raises its own pybind exception types
             raise BundleFormatError(
-                f"onnxruntime {ort.__version__} could not load {str(bundle_dir / MODEL_FILE)!r} "
+                f"onnxruntime {ort.__version__} could not load {str(bundle_dir / model_file)!r} "
                 f"(graph opset {manifest.opset}; the int8 graph needs onnxruntime >= 1.23): {e}"
             ) from e
         self.providers = self.session.get_providers()

@@ -106,6 +106,17 @@ def _positive(name: str, value: Any, low: int = 1) -> int:
     return value
 
 
+def portable_graph(m: Manifest) -> str:
+    """The bundle graph to hand Triton: the server's CPU is not known here, so an int8
+    bundle gives its graph exact on every ISA (the u8 x u8 twin where it has one;
+    bowrt/export/int8_isa.py), never one that saturates on a non-VNNI server."""
+    from bowrt.bundle import INT8_ISAS
+    from bowrt.runtime import host
+
+    table = host.graphs(m)
+    return next((f for f, isas in table.items() if set(isas) >= set(INT8_ISAS)), MODEL_FILE)
+
+
 def export_triton(bundle: str | os.PathLike[str], out_repo: str | os.PathLike[str], name: str | None = None, *,
                   max_batch_size: int = 64, instances: int = 1, kind: str = "cpu", max_queue_delay_us: int = 2000,
                   tensorrt: bool | None = None, force: bool = False) -> Path:
@@ -135,7 +146,7 @@ def export_triton(bundle: str | os.PathLike[str], out_repo: str | os.PathLike[st
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_repo))
     try:
         (tmp / "1").mkdir()
-        shutil.copyfile(bundle / MODEL_FILE, tmp / "1" / MODEL_FILE)
+        shutil.copyfile(bundle / portable_graph(m), tmp / "1" / MODEL_FILE)
         shutil.copyfile(bundle / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
         shutil.copyfile(bundle / MANIFEST, tmp / MANIFEST)
         (tmp / "config.pbtxt").write_text(config, encoding="utf-8")

@@ -451,6 +451,7 @@ def create_app(bundle: str | Path | Encoder, config: ServeConfig | None = None, 
             "max_input_length": {"query": m.text.query_max_length, "passage": m.text.passage_max_length},
             "limits": {k: v for k, v in asdict(cfg).items() if k != "api_key"},
             "encoder_max_batch_tokens": enc.max_batch_tokens, "ready": server.ready, "bowrt": __version__,
+            "host": enc.info["host"], "exact_isas": enc.info["exact_isas"], "numerics": enc.numerics,
         })
 
     @app.get("/metrics")
