@@ -156,13 +156,33 @@ def test_micro_run_torch_vs_bowrt_with_an_unavailable_peer(tiny_bundles, tiny_mo
     assert (out / "throughput.png").is_file() and (out / "latency.png").is_file()
 
 
+def test_st_int8_config_follows_the_host_isa():
+    """ST's docs: one quantization config per ISA; u8 weights (u8 x u8, exact) only for avx2."""
+    from bowrt.bench import st_int8
+
+    assert st_int8.CONFIG_FOR_ISA["avx2"] == "avx2" and st_int8.int8_file("avx2") == "model_quint8_avx2.onnx"
+    assert st_int8.CONFIG_FOR_ISA["amx"] == st_int8.CONFIG_FOR_ISA["avx512_vnni"] == "avx512_vnni"
+    assert st_int8.CONFIG_FOR_ISA["arm64"] == "arm64" and st_int8.int8_file("arm64") == "model_qint8_arm64.onnx"
+    from bowrt.bundle import INT8_ISAS
+
+    assert set(INT8_ISAS) | {"unknown"} == set(st_int8.CONFIG_FOR_ISA)
+
+
 def test_ort_qint8_quantizes_like_sentence_transformers_and_keeps_order(tiny_model_dir, tmp_path):
     """The optimum-free stand-in for st-onnx-int8: every MatMul int8 (the attention's too), ST's batching."""
     import onnx
     from reference import torch_reference
 
+    from bowrt.bench import st_int8
+
     spec = systems.prepare(systems.SystemSpec("ort-qint8", model_dir=str(tiny_model_dir), threads=1), tmp_path)
-    graph = onnx.load(str(tmp_path / spec.files["folder"] / "onnx" / "model_qint8_avx512_vnni.onnx"))
+    config = st_int8.host_config()  # the config a sentence-transformers user picks for this host
+    assert spec.files["config"] == config and spec.files["onnx_file"] == f"onnx/{st_int8.int8_file(config)}"
+    graph = onnx.load(str(tmp_path / spec.files["folder"] / spec.files["onnx_file"]))
+    weight_type = onnx.TensorProto.UINT8 if config == "avx2" else onnx.TensorProto.INT8
+    inits = {i.name: i for i in graph.graph.initializer}
+    weights = [inits[n.input[1]] for n in graph.graph.node if n.op_type == "MatMulInteger" and n.input[1] in inits]
+    assert weights and {w.data_type for w in weights} == {weight_type}
     ops = [n.op_type for n in graph.graph.node]
     assert "MatMul" not in ops
     assert ops.count("MatMulInteger") == 2 * 8  # 2 layers x (Q, K, V, out, FFN up/down, QK^T, PV)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bowrt.bench import coldstart, machine, models, systems, workloads
+from bowrt.bench import coldstart, machine, models, st_int8, systems, workloads
 from bowrt.bench.report import summarize, write_report
 from bowrt.errors import OptionError
 
@@ -397,9 +397,10 @@ def run(cfg: BenchConfig, log: Log = _stderr) -> dict[str, Any]:
         "% ceiling counts useful FLOPs only (no padding), 2 x linear weights x tokens + attention 4 L^2 H per layer",
         "fastembed runs a plain feature-extraction ONNX export (last_hidden_state, no fusions) of the same folder, "
         "as optimum-cli would produce; fastembed cannot download here",
-        *([("ort-qint8 stands in for st-onnx-int8 (sentence-transformers' avx512_vnni int8 model, which needs "
-            "optimum): the same export and the same ONNXQuantizer settings, run with SentenceTransformer.encode's "
-            "batching (bowrt/bench/st_int8.py)")] if "ort-qint8" in specs else []),
+        *([(f"ort-qint8 stands in for st-onnx-int8 (sentence-transformers' int8 model with the "
+            f"{specs['ort-qint8'].files.get('config', st_int8.host_config())} config, the one for this host's "
+            "ISA; it needs optimum): the same export and the same ONNXQuantizer settings, run with "
+            "SentenceTransformer.encode's batching (bowrt/bench/st_int8.py)")] if "ort-qint8" in specs else []),
         "peak RSS: a fresh process per system: load, one query" + (" (--quick)" if cfg.quick else
                                                                    ", the 32x128 batch, the corpus's first 256 passages"),
     ]

@@ -6,9 +6,11 @@ transformers. This peer stands in for it, built the same way:
 
 - the model: a plain feature-extraction ONNX (``last_hidden_state``, no fusions, as
   optimum's exporter writes it), quantized exactly as
-  ``export_dynamic_quantized_onnx_model(model, "avx512_vnni")`` does it: optimum's
-  ``AutoQuantizationConfig.avx512_vnni(is_static=False)`` through ONNX Runtime's
-  ``ONNXQuantizer``. That is: weights int8 symmetric per channel; activations uint8,
+  ``export_dynamic_quantized_onnx_model(model, CONFIG)`` does it, with the CONFIG a user
+  picks for the host (:data:`CONFIG_FOR_ISA`: ``avx512_vnni`` on VNNI and AMX hosts,
+  ``avx2`` on AVX2 hosts, ``arm64`` on ARM): optimum's
+  ``AutoQuantizationConfig.<CONFIG>(is_static=False)`` through ONNX Runtime's
+  ``ONNXQuantizer``. That is: weights symmetric per channel (uint8 for avx2, else int8); activations uint8,
   asymmetric, per tensor, computed at run time; operators MatMul and Add; no
   ``MatMulConstBOnly``, so the attention's activation-by-activation MatMuls are
   quantized too (``quantize_dynamic`` would skip them);
@@ -32,9 +34,29 @@ from typing import Any
 
 import numpy as np
 
-QINT8_FILE = "model_qint8_avx512_vnni.onnx"  # sentence-transformers' name for it
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt", ".h5", ".msgpack")  # not copied next to the ONNX model
-# optimum's AutoQuantizationConfig.avx512_vnni(is_static=False) as ORTQuantizer hands it to ONNXQuantizer.
+# The quantization config a sentence-transformers user picks for the host (ST's efficiency
+# docs: one per ISA), by the int8 kernel ONNX Runtime runs (bowrt.runtime.host.int8_isa).
+# optimum's configs differ in the weight type only: u8 for avx2 (ONNX Runtime's u8 x u8
+# kernel, exact there), s8 for the others; avx512 is what a user of an AVX-512 CPU without
+# VNNI picks, and it saturates there (the int16 pairs of bowrt/export/int8_isa.py).
+CONFIG_FOR_ISA = {"sse": "avx2", "avx2": "avx2", "avx512": "avx512", "avx_vnni": "avx512_vnni",
+                  "avx512_vnni": "avx512_vnni", "amx": "avx512_vnni", "arm64": "arm64", "unknown": "avx512_vnni"}
+U8_WEIGHT_CONFIGS = ("avx2",)
+
+
+def host_config() -> str:
+    from bowrt.runtime.host import int8_isa
+
+    return CONFIG_FOR_ISA[int8_isa()]
+
+
+def int8_file(config: str) -> str:
+    """sentence-transformers' file name for the config's model."""
+    return f"model_{'quint8' if config in U8_WEIGHT_CONFIGS else 'qint8'}_{config}.onnx"
+
+
+# optimum's AutoQuantizationConfig.<config>(is_static=False) as ORTQuantizer hands it to ONNXQuantizer.
 ST_QUANTIZER_ARGS: dict[str, Any] = {
     "per_channel": True, "reduce_range": False, "static": False, "tensors_range": None,
     "nodes_to_quantize": [], "nodes_to_exclude": [], "op_types_to_quantize": ["MatMul", "Add"],
@@ -44,13 +66,14 @@ ST_QUANTIZER_ARGS: dict[str, Any] = {
 }
 
 
-def quantize_like_st(src: Path, dst: Path) -> None:
-    """``src`` -> ``dst`` with optimum's avx512_vnni dynamic int8 settings (see the module docstring)."""
+def quantize_like_st(src: Path, dst: Path, config: str) -> None:
+    """``src`` -> ``dst`` with optimum's dynamic int8 settings for ``config`` (see the module docstring)."""
     import onnx
     from onnxruntime.quantization import QuantizationMode, QuantType
     from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
 
-    quantizer = ONNXQuantizer(onnx.load(str(src)), mode=QuantizationMode.IntegerOps, weight_qType=QuantType.QInt8,
+    weights = QuantType.QUInt8 if config in U8_WEIGHT_CONFIGS else QuantType.QInt8
+    quantizer = ONNXQuantizer(onnx.load(str(src)), mode=QuantizationMode.IntegerOps, weight_qType=weights,
                               activation_qType=QuantType.QUInt8, **ST_QUANTIZER_ARGS)
     quantizer.quantize_model()
     quantizer.model.save_model_to_file(str(dst))
@@ -61,18 +84,20 @@ def prepare(spec: Any, work: Path) -> Any:
     from bowrt.bench.systems import build_folder, export_hidden_state_onnx
 
     src = Path(spec.model_dir)
-    key = hashlib.sha256(f"{src.resolve()}|{ST_QUANTIZER_ARGS}".encode()).hexdigest()[:10]
+    config = host_config()
+    name = int8_file(config)
+    key = hashlib.sha256(f"{src.resolve()}|{config}|{ST_QUANTIZER_ARGS}".encode()).hexdigest()[:10]
     folder = work / f"ort-qint8-{src.name}-{key}"  # a stale folder of another model or setting is never reused
 
     def build(tmp: Path) -> None:
         plain = export_hidden_state_onnx(str(src), tmp / "onnx" / "model.onnx")
-        quantize_like_st(plain, tmp / "onnx" / QINT8_FILE)
+        quantize_like_st(plain, tmp / "onnx" / name, config)
         plain.unlink()
 
-    if not (folder / "onnx" / QINT8_FILE).is_file():
+    if not (folder / "onnx" / name).is_file():
         others = tuple(p.name for p in sorted(src.iterdir()) if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES))
         build_folder(folder, src, others, build)  # config and every tokenizer file, as ST copies the folder
-    return replace(spec, files={"folder": str(folder)})
+    return replace(spec, files={"folder": str(folder), "onnx_file": f"onnx/{name}", "config": config})
 
 
 class StInt8System:
@@ -90,12 +115,12 @@ class StInt8System:
         folder = Path(spec.files["folder"])
         so = ort.SessionOptions()
         so.intra_op_num_threads = spec.threads
-        self.session = ort.InferenceSession(str(folder / "onnx" / QINT8_FILE), so, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(folder / spec.files["onnx_file"]), so, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.batch = BATCH
         self.batching = f"as SentenceTransformer.encode(batch_size={BATCH}): sorts by length (characters), padded per batch"
-        self.model_bytes = (folder / "onnx" / QINT8_FILE).stat().st_size
+        self.model_bytes = (folder / spec.files["onnx_file"]).stat().st_size
 
     def encode(self, texts: list[str], kind: str) -> np.ndarray:
         import torch

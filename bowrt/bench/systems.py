@@ -33,7 +33,6 @@ GROUPS = {"st-onnx": ("st-onnx", "st-onnx-O3", "st-onnx-int8")}  # --against st-
 PRECISION = {"torch-bf16": "bf16", "st-onnx-int8": "int8", "ort-qint8": "int8"}
 BATCH = 32  # batch size for systems that take one (transformers has none of its own: users loop)
 ST_O_LEVEL = "O3"  # sentence-transformers' efficiency guide example for CPU
-ST_INT8_CONFIG = "avx512_vnni"
 
 
 class Unavailable(RuntimeError):
@@ -214,11 +213,15 @@ def prepare_st_onnx(spec: SystemSpec, work: Path) -> SystemSpec:
     """Export the ST ONNX model (and its O3 / int8 variants) into a copy of the folder, once."""
     _require_optimum()
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.backend import export_dynamic_quantized_onnx_model, export_optimized_onnx_model
+    from sentence_transformers.backend import (
+        export_dynamic_quantized_onnx_model,
+        export_optimized_onnx_model,
+    )
 
     folder = work / f"st-onnx-{Path(spec.model_dir).name}"
+    config = st_int8.host_config()  # the quantization config for this host's ISA, as ST's docs advise
     files = {"st-onnx": "onnx/model.onnx", "st-onnx-O3": f"onnx/model_{ST_O_LEVEL}.onnx",
-             "st-onnx-int8": f"onnx/model_qint8_{ST_INT8_CONFIG}.onnx"}
+             "st-onnx-int8": f"onnx/{st_int8.int8_file(config)}"}
     if not (folder / files[spec.name]).is_file():
         if not (folder / files["st-onnx"]).is_file():
             shutil.rmtree(folder, ignore_errors=True)
@@ -228,7 +231,7 @@ def prepare_st_onnx(spec: SystemSpec, work: Path) -> SystemSpec:
         if spec.name == "st-onnx-O3":
             export_optimized_onnx_model(model, ST_O_LEVEL, str(folder))
         elif spec.name == "st-onnx-int8":
-            export_dynamic_quantized_onnx_model(model, ST_INT8_CONFIG, str(folder))
+            export_dynamic_quantized_onnx_model(model, config, str(folder))
     return replace(spec, files={"folder": str(folder), "onnx_file": files[spec.name]})
 
 
