@@ -34,6 +34,8 @@ def export(name: str, folder: Path, gates: list[str] | None = None) -> None:
         try:
             for v in ("fp32", "int8"):
                 m = verify_bundle(out / v)
+                if v == "int8" and "graphs" not in (m.quantization or {}):
+                    raise ValueError("an int8 bundle of bowrt < 0.2 (no graph for CPUs without VNNI)")
                 say(f"{out / v}: already exported and verified; parity at export: {m.parity['metrics']}")
             return
         except Exception as e:  # re-export anything unsound

@@ -37,6 +37,25 @@ def test_verify_and_info(tiny_bundles, capsys):
     assert rc == 0 and json.loads(out)["variant"] == "fp32"
 
 
+def test_verify_numerics_and_info_show_the_host(tiny_bundles, capsys):
+    bundle = str(tiny_bundles["int8"])
+    rc, out, _ = _run(capsys, "verify", "--numerics", bundle)
+    assert rc == 0 and "numerics OK on this host" in out and "int8 ISA" in out and "vs the export host" in out
+    rc, out, _ = _run(capsys, "info", bundle)
+    assert rc == 0 and "int8 accumulation" in out and "model.u8.onnx: sse, avx2" in out and " here" in out
+
+
+def test_verify_numerics_fails_in_one_line_when_the_host_disagrees(tiny_bundles, capsys, monkeypatch):
+    from bowrt.runtime.session import Session
+
+    real = Session.run
+    monkeypatch.setattr(Session, "run", lambda self, ids, mask: -real(self, ids, mask))  # a host computing otherwise
+    rc, _, err = _run(capsys, "verify", "--numerics", str(tiny_bundles["int8"]))
+    assert rc == 1
+    _one_line_error(err)
+    assert "does not compute its vectors on this host" in err and "int8 ISA" in err
+
+
 def test_verify_failures_are_one_line(tiny_bundles, tmp_path, capsys):
     copy = tmp_path / "b"
     shutil.copytree(tiny_bundles["fp32"], copy)

@@ -163,6 +163,9 @@ def test_health_and_info(srv, enc):
     assert info["model"] == enc.manifest.source_model and info["variant"] == "fp32" and info["dim"] == enc.dim
     assert info["provider"] == "cpu" and info["max_input_length"] == {"query": 32, "passage": 256}
     assert info["limits"]["max_inputs"] == 256 and "api_key" not in info["limits"]
+    # The host as the int8 kernels see it, and the bundle's self-check on it (issue 16).
+    assert info["host"]["int8_isa"] == enc.info["host"]["int8_isa"] and info["host"]["int8_accumulation"]
+    assert info["numerics"]["checked"] and info["numerics"]["min_cosine_vs_pytorch"] >= info["numerics"]["gate"]
 
 
 # --- errors ------------------------------------------------------------------------

@@ -5,8 +5,10 @@ The export writes ``numerics.npz`` into every bundle: for a few probe texts (lis
 on the export host. Here the same texts go through the Encoder on this host, and
 
 - against PyTorch, the worst cosine must meet the variant's gate (``min_cosine``);
-- against the export host, the worst cosine must be ``host_min_cosine`` (0.9999: the
-  same vectors to float rounding) when the session runs on CPU, as the export did.
+- against the export host, the worst cosine must be ``host_min_cosine`` (int8 0.999,
+  fp32 0.99999: the same vectors to float rounding, and for int8 the activation
+  roundings it flips; export/pipeline.py has the measurements) when the session runs
+  on CPU, as the export did.
 
 A miss raises :class:`NumericsError` naming this host's ISA and the figures. The
 Encoder runs it at load by default (``check_numerics``); ``bowrt verify --numerics``
