@@ -135,8 +135,9 @@ class Encoder:
         check_numerics: at load, encode the bundle's self-check texts and compare
             them with the reference vectors it carries (PyTorch fp32 and the export
             host's); a miss raises :class:`NumericsError` (``runtime/selfcheck.py``).
-            Default on: it protects a bundle copied to a new machine, and costs
-            8 short texts encoded at load (measured cost: README, "int8 on every CPU").
+            Default on: it protects a bundle copied to a new machine; it encodes 8
+            short texts, which added 165 ms (26 %) to a load of the bert-base twin's
+            int8 bundle (``benchmarks/int8_host.py``, docs/int8-on-every-cpu.md).
 
     An int8 bundle runs the graph that is exact on this CPU (``runtime/host.py``: its
     u8 x s8 graph where ONNX Runtime accumulates in int32, its u8 x u8 twin, the same
