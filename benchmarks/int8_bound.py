@@ -34,19 +34,14 @@ import numpy as np
 from bowrt.bench import machine, models, systems, workloads
 from bowrt.runtime import Encoder
 from bowrt.runtime.encoder import pad_batch, plan_batches
-from bowrt.runtime.session import CPU_DISABLED_OPTIMIZERS, session_options
+from bowrt.runtime.session import ort_session
 
 GEMM_OPS = ("MatMulIntegerToFloat", "DynamicQuantizeMatMul", "MatMulInteger")
 
 
 def profiled_session(model: Path, threads: int) -> Any:  # an onnxruntime.InferenceSession
-    import onnxruntime as ort
-
-    opts = session_options(threads)  # the runtime's own options, plus the profiler
-    opts.enable_profiling = True
-    opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / "bowrt_bound")
-    return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS))  # as the runtime runs it
+    # The runtime's own session, plus the profiler.
+    return ort_session(model, threads=threads, profile_prefix=str(Path(tempfile.gettempdir()) / "bowrt_bound"))
 
 
 def kernel_seconds(model: Path, threads: int, batches: list[tuple[np.ndarray, np.ndarray]]) -> collections.Counter:

@@ -34,21 +34,15 @@ from bowrt.runtime.encoder import (
     pad_batch,
     plan_batches,
 )
-from bowrt.runtime.session import CPU_DISABLED_OPTIMIZERS
+from bowrt.runtime.session import ort_session
 
 GRAPHS = ("dynamic", "smoothquant")
 
 
 def profile(path: Path, batches: list[tuple[np.ndarray, np.ndarray]], threads: int) -> tuple[float, collections.Counter]:
     """Wall seconds for the corpus and kernel seconds per operator type."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.enable_profiling = True
-    opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"bowrt_profile_{path.stem}")
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS))  # as the runtime runs it
+    sess = ort_session(path, threads=threads,  # as the runtime runs it, plus the profiler
+                       profile_prefix=str(Path(tempfile.gettempdir()) / f"bowrt_profile_{path.stem}"))
     names = [i.name for i in sess.get_inputs()]
 
     def run(ids: np.ndarray, mask: np.ndarray) -> None:

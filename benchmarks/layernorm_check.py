@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 import onnxruntime as ort
+
+from bowrt.runtime.session import ort_session
 from onnx import TensorProto, helper, numpy_helper
 
 HIDDEN = 768
@@ -27,10 +29,7 @@ def session(nodes: list, threads: int, disabled: list[str]) -> ort.InferenceSess
     graph = helper.make_graph(nodes, "g", io, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=disabled)
+    return ort_session(model.SerializeToString(), threads=threads, disabled=disabled)
 
 
 def main() -> None:

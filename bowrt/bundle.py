@@ -59,6 +59,12 @@ DEFAULT_QUERY_MAX_LENGTH = 32
 DEFAULT_PASSAGE_MAX_LENGTH = 256
 PASSAGE_FORMAT = "{title} {text}"
 
+# What the export promises the runtime about the CPU graph: the ORT optimizers that must
+# stay off there, because the export rewrote what they would fuse (it splits
+# SkipLayerNormalization for the CPU variants: bowrt/export/optimize.py). Written into
+# ``Manifest.runtime``; runtime/session.py reads it there.
+CPU_REWRITE_CONTRACT = {"cpu_disabled_optimizers": ["SkipLayerNormFusion"]}
+
 
 @dataclass(frozen=True)
 class TextRules:
@@ -109,6 +115,8 @@ class Manifest:
     quantization: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
     tools: dict[str, str] = field(default_factory=dict)
+    # How the runtime must run the graph (bowrt >= 0.3): CPU_REWRITE_CONTRACT's keys.
+    runtime: dict[str, Any] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str | None = None
     format: str = FORMAT

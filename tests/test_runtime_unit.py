@@ -102,10 +102,14 @@ def test_cuda_options(tmp_path):
 
 
 def test_layer_norm_refusion_off_on_cpu_only():
-    """CPU keeps the export's split layer norms; CUDA/TensorRT let ORT re-fuse them."""
-    assert disabled_optimizers([CPU]) == ["SkipLayerNormFusion"]
-    assert disabled_optimizers([CUDA, CPU]) == []
-    assert disabled_optimizers([TENSORRT, CUDA, CPU]) == []
+    """CPU keeps the export's split layer norms (the manifest's contract; the legacy default for
+    a manifest that predates it); CUDA/TensorRT let ORT re-fuse them."""
+    contract = _manifest(runtime={"cpu_disabled_optimizers": ["SkipLayerNormFusion", "GeluFusion"]})
+    assert disabled_optimizers([CPU], contract) == ["SkipLayerNormFusion", "GeluFusion"]
+    assert disabled_optimizers([CPU], _manifest(runtime={"cpu_disabled_optimizers": []})) == []
+    assert disabled_optimizers([CPU], _manifest()) == ["SkipLayerNormFusion"]  # bowrt < 0.3 bundle
+    assert disabled_optimizers([CUDA, CPU], contract) == []
+    assert disabled_optimizers([TENSORRT, CUDA, CPU], contract) == []
 
 
 def test_order_of_a_list_is_kept():

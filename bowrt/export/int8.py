@@ -103,13 +103,13 @@ def activation_stats(
     """Run the fused fp32 graph over the calibration batches and collect, for every
     target's input: per-channel max |x|, a sample of token rows, and X^T X."""
     import onnx
-    import onnxruntime as ort
+    from bowrt.runtime.session import ort_session
 
     model = onnx.load(str(fused))
     names = sorted({t.x for t in targets})
     for name in names:
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_session(model.SerializeToString())
     inputs = {i.name for i in sess.get_inputs()}
     amax: dict[str, np.ndarray] = {}
     hessians: dict[str, np.ndarray] = {}

@@ -21,6 +21,7 @@ import numpy as np
 
 from bowrt import __version__
 from bowrt.bundle import (
+    CPU_REWRITE_CONTRACT,
     DEFAULT_MODEL,
     INT8_ISAS,
     MODEL_FILE,
@@ -447,6 +448,9 @@ def export_model(
                     "numerics": checks[variant],
                 },
                 tools=versions,
+                # The ORT optimizers that must stay off on CPU: those that would undo this graph's rewrites.
+                runtime=dict(CPU_REWRITE_CONTRACT) if CPU_LAYER_NORM_REWRITE in rewrites[variant]
+                else {"cpu_disabled_optimizers": []},
                 created=created,
             )
             manifests[variant] = write_bundle(

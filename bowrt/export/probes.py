@@ -106,19 +106,9 @@ def torch_runner(model: Any, pooling: str) -> RunFn:
 def ort_runner(model_path: str, threads: int | None = None, *, spinning: bool = True) -> RunFn:
     """``spinning=False`` stops idle intra-op threads from busy-waiting, for benchmarks that
     alternate sessions call by call (one session's spinning threads would slow the other)."""
-    import onnxruntime as ort
+    from bowrt.runtime.session import ort_session
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    if not spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    from bowrt.runtime.session import CPU_DISABLED_OPTIMIZERS
-
-    # As the runtime runs it on CPU (no re-fusing of the split layer norms).
-    sess = ort.InferenceSession(
-        model_path, opts, providers=["CPUExecutionProvider"], disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS)
-    )
+    sess = ort_session(model_path, threads=threads, spinning=spinning)  # as the runtime runs it on CPU
     names = [i.name for i in sess.get_inputs()]
 
     def run(input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -76,13 +76,12 @@ def int8_kernel_exact() -> bool:
     matrix-vector kernel), and say whether it came out exact: True on int32-accumulating
     kernels, False where pairs saturate. A few milliseconds; cached."""
     import numpy as np
-    import onnxruntime as ort
+
+    from bowrt.runtime.session import ort_session
 
     k, n = 64, 16
     w = np.full((k, n), 127, np.int8)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(matmul_integer_model(), so, providers=["CPUExecutionProvider"])
+    sess = ort_session(matmul_integer_model(), threads=1)
     for rows in (4, 1):
         a = np.full((rows, k), 255, np.uint8)
         got = sess.run(None, {"A": a, "B": w})[0]

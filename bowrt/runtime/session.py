@@ -39,12 +39,14 @@ FEEDABLE = ("input_ids", "attention_mask", "token_type_ids")
 ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
-# ORT graph optimizers the runtime turns off when the session runs on CPU. The
-# export splits SkipLayerNormalization into Add + LayerNormalization for the CPU
-# variants, because ORT's CPU SkipLayerNormalization kernel is 2.4-2.8x slower than
-# the two (bowrt/export/optimize.py); this keeps ORT from fusing them back. On
-# CUDA/TensorRT nothing is turned off, so ORT re-fuses for its GPU kernel.
-CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+# ORT graph optimizers the runtime turns off on CPU for a bundle from before bowrt 0.3,
+# whose manifest does not say (``Manifest.runtime["cpu_disabled_optimizers"]`` does
+# since). The export splits SkipLayerNormalization into Add + LayerNormalization for the
+# CPU variants, because ORT's CPU SkipLayerNormalization kernel is 2.4-2.8x slower than
+# the two (bowrt/export/optimize.py); turning SkipLayerNormFusion off keeps ORT from
+# fusing them back. On CUDA/TensorRT nothing is turned off, so ORT re-fuses for its GPU
+# kernel. The export writes the contract (bowrt/bundle.py: CPU_REWRITE_CONTRACT).
+LEGACY_CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 # TensorRT optimization profile: the batch the engine is tuned for.
 TRT_OPT_BATCH = 32
@@ -142,12 +144,6 @@ def trt_cache_dir(manifest: Manifest, bundle_dir: Path, cache_dir: str | os.Path
     return base.absolute() / sha
 
 
-def _int8_static(manifest: Manifest) -> bool:
-    # The exporter records {"method": "dynamic", ...}; static QDQ would say "static".
-    q = manifest.quantization or {}
-    return manifest.variant == "int8" and str(q.get("method", "")).lower() in ("static", "qdq")
-
-
 def build_providers(
     requested: str | Sequence[str] | None,
     manifest: Manifest,
@@ -190,14 +186,12 @@ def build_providers(
             longest = max(rules.passage_max_length, rules.query_max_length)
             opt_seq = max(1, rules.passage_max_length // 2)
             opt_batch = min(TRT_OPT_BATCH, max_batch_size)
-            static_int8 = _int8_static(manifest)
             out.append((TENSORRT, {
                 "device_id": str(device_id),
-                "trt_fp16_enable": "True" if manifest.variant == "fp16" or static_int8 else "False",
-                # Only a static (QDQ) int8 graph is int8 for TensorRT; dynamic int8
-                # (DynamicQuantizeLinear/MatMulInteger) would need a calibration
-                # table it does not have.
-                "trt_int8_enable": "True" if static_int8 else "False",
+                "trt_fp16_enable": "True" if manifest.variant == "fp16" else "False",
+                # bowrt's int8 is dynamic (DynamicQuantizeLinear/MatMulInteger): TensorRT
+                # would need a calibration table for it, so its int8 mode stays off.
+                "trt_int8_enable": "False",
                 "trt_engine_cache_enable": "True",
                 "trt_engine_cache_path": cache,
                 "trt_timing_cache_enable": "True",
@@ -213,14 +207,24 @@ def build_providers(
     return out
 
 
-def disabled_optimizers(provider_names: Sequence[str]) -> list[str]:
-    """The ORT optimizers to turn off for a session whose providers are ``provider_names``."""
-    return list(CPU_DISABLED_OPTIMIZERS) if provider_names and provider_names[0] == CPU else []
+def disabled_optimizers(provider_names: Sequence[str], manifest: Manifest | None = None) -> list[str]:
+    """The ORT optimizers to turn off for a session whose providers are ``provider_names``:
+    on CPU, what the bundle's manifest says (the export's rewrite contract), else none."""
+    if not provider_names or provider_names[0] != CPU:
+        return []
+    if manifest is None:
+        return list(LEGACY_CPU_DISABLED_OPTIMIZERS)
+    return list(manifest.runtime.get("cpu_disabled_optimizers", LEGACY_CPU_DISABLED_OPTIMIZERS))
 
 
-def session_options(threads: int, cpu_mem_arena: bool = True) -> ort.SessionOptions:
+def session_options(threads: int | None, cpu_mem_arena: bool = True, *, spinning: bool = True,
+                    profile_prefix: str | None = None) -> ort.SessionOptions:
+    """The runtime's session options. ``spinning=False`` stops idle intra-op threads from
+    busy-waiting (benchmarks that alternate sessions call by call); ``profile_prefix`` turns
+    ORT's profiler on (the scripts that read kernel times)."""
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
+    if threads:
+        so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1  # one linear graph: nothing to run side by side
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -233,7 +237,42 @@ def session_options(threads: int, cpu_mem_arena: bool = True) -> ort.SessionOpti
     # and still growing without it (malloc keeps freed blocks per thread), and
     # 8-45% more passages/s with it.
     so.enable_cpu_mem_arena = cpu_mem_arena
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     return so
+
+
+def ort_session(
+    model: str | os.PathLike[str] | bytes,
+    *,
+    threads: int | None = None,
+    providers: Sequence[tuple[str, dict[str, str]]] = ((CPU, {}),),
+    manifest: Manifest | None = None,
+    disabled: Sequence[str] | None = None,
+    cpu_mem_arena: bool = True,
+    spinning: bool = True,
+    profile_prefix: str | None = None,
+) -> ort.InferenceSession:
+    """The one place an ONNX Runtime session is built: the runtime, the export's parity
+    gate and int8 search, the bench peers and the scripts all come here, so that what
+    they measure is what the runtime runs.
+
+    ``model``: a path or serialized bytes. ``providers``: ``(name, options)`` pairs, as
+    :func:`build_providers` gives. The optimizers turned off are ``disabled`` when given,
+    else the bundle's CPU rewrite contract (:func:`disabled_optimizers`): pass the
+    ``manifest``, or nothing for a graph the export is still writing (the current
+    contract). Raises what ORT raises; :class:`Session` turns that into a BundleError.
+    """
+    names = [n for n, _ in providers]
+    off = list(disabled) if disabled is not None else disabled_optimizers(names, manifest)
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(
+        src, sess_options=session_options(threads, cpu_mem_arena, spinning=spinning, profile_prefix=profile_prefix),
+        providers=names, provider_options=[o for _, o in providers], disabled_optimizers=off,
+    )
 
 
 class Session:
@@ -264,13 +303,8 @@ class Session:
             if name == TENSORRT:
                 Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         try:
-            self.session = ort.InferenceSession(
-                str(bundle_dir / model_file),
-                sess_options=session_options(threads, cpu_mem_arena),
-                providers=[n for n, _ in providers],
-                provider_options=[o for _, o in providers],
-                disabled_optimizers=disabled_optimizers([n for n, _ in providers]),
-            )
+            self.session = ort_session(bundle_dir / model_file, threads=threads, providers=providers,
+                                       manifest=manifest, cpu_mem_arena=cpu_mem_arena)
         except Exception as e:  # ORT raises its own pybind exception types
             raise BundleFormatError(
                 f"onnxruntime {ort.__version__} could not load {str(bundle_dir / model_file)!r} "
