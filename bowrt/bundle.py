@@ -18,14 +18,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bowrt.atomic import atomic_folder
 from bowrt.errors import (
     BundleChecksumError,
-    BundleError,
     BundleFormatError,
     BundleMissingFileError,
 )
@@ -230,11 +229,7 @@ def write_bundle(out: str | os.PathLike[str], manifest: Manifest, files: dict[st
     ``force``; with ``force`` it is replaced only once the new bundle is complete.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise BundleError(f"{str(out)!r} already exists; pass force=True (--force) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out, force=force) as tmp:
         entries = {}
         for name, src in files.items():
             dst = tmp / name
@@ -243,15 +238,5 @@ def write_bundle(out: str | os.PathLike[str], manifest: Manifest, files: dict[st
         manifest = replace(manifest, files=entries)
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
         verify_bundle(tmp)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 

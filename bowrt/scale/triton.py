@@ -24,15 +24,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bowrt.atomic import atomic_folder
 from bowrt.bundle import MANIFEST, MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest, verify_bundle
-from bowrt.errors import BundleError, BundleFormatError, OptionError
+from bowrt.errors import BundleFormatError, OptionError
 
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 KINDS = ("cpu", "gpu")
@@ -140,22 +140,12 @@ def export_triton(bundle: str | os.PathLike[str], out_repo: str | os.PathLike[st
                            max_queue_delay_us=max_queue_delay_us, tensorrt=tensorrt)
     out_repo = Path(out_repo)
     target = out_repo / name
-    if target.exists() and not force:
-        raise BundleError(f"{str(target)!r} already exists; pass force=True (--force) to replace it")
-    out_repo.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_repo))
-    try:
+    with atomic_folder(target, force=force) as tmp:
         (tmp / "1").mkdir()
         shutil.copyfile(bundle / portable_graph(m), tmp / "1" / MODEL_FILE)
         shutil.copyfile(bundle / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
         shutil.copyfile(bundle / MANIFEST, tmp / MANIFEST)
         (tmp / "config.pbtxt").write_text(config, encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
