@@ -36,7 +36,7 @@ demo: $(STAMP)
 	$(PY) benchmarks/demo.py
 
 bench: $(STAMP)
-	$(VENV)/bin/bowrt bench -o results/full
+	$(PY) -m benchmarks -o results/full
 
 clean:
 	rm -rf bundles results .pytest_cache

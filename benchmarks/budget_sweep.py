@@ -21,8 +21,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bowrt import Encoder  # noqa: E402
-from bowrt.bench.models import RANDOM_WEIGHT_GATES, ensure_bundles, twin_folder  # noqa: E402
-from bowrt.bench.workloads import make_texts  # noqa: E402
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`
+    import _checkout  # noqa: F401  (the checkout root on sys.path)
+
+from benchmarks.models import RANDOM_WEIGHT_GATES, ensure_bundles, twin_folder  # noqa: E402
+from benchmarks.workloads import make_texts  # noqa: E402
 
 WITHIN = 0.03
 

@@ -16,8 +16,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bowrt.bench import main as bench  # noqa: E402
-from bowrt.bench.models import RANDOM_WEIGHT_GATES, minilm_folder, twin_folder  # noqa: E402
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`
+    import _checkout  # noqa: F401  (the checkout root on sys.path)
+
+from benchmarks import main as bench  # noqa: E402
+from benchmarks.models import RANDOM_WEIGHT_GATES, minilm_folder, twin_folder  # noqa: E402
 from bowrt.bundle import verify_bundle  # noqa: E402
 from bowrt.export import export_model  # noqa: E402
 

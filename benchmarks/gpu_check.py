@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`
+    import _checkout  # noqa: F401  (the checkout root on sys.path)
+
 LATENCY_CALLS = 100
 CORPUS = 512
 RUNS = (("cuda", "fp32"), ("cuda", "fp16"), ("tensorrt", "fp16"))
@@ -33,7 +36,7 @@ def _bundles(args: argparse.Namespace) -> dict[str, Path]:
         if "fp32" not in found:
             sys.exit(f"gpu_check: {root} has no fp32/ bundle (expected {root}/fp32 and {root}/fp16)")
         return found
-    from bowrt.bench import models
+    from benchmarks import models
 
     model = Path(args.model) if args.model else models.twin_folder(print)
     gates = None if args.model else models.RANDOM_WEIGHT_GATES
@@ -81,7 +84,7 @@ def main(argv: list[str]) -> int:
               "libraries; nothing was run.", file=sys.stderr)
         return 2
 
-    from bowrt.bench.workloads import make_texts
+    from benchmarks.workloads import make_texts
     from bowrt.runtime import Encoder
 
     bundles = _bundles(args)

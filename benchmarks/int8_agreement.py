@@ -11,7 +11,7 @@ reference, overlap@10, and alone-vs-batch min cosine over 32 passages.
 
 Systems: bowrt int8 (the MiniLM bundle, the graph this host picks), ort-qint8
 (sentence-transformers' int8 model with the quantization config for this host's ISA,
-``bowrt/bench/st_int8.py``) and, when ``ctranslate2`` is installed, CTranslate2's
+``benchmarks/st_int8.py``) and, when ``ctranslate2`` is installed, CTranslate2's
 ``Encoder`` with int8 weights (converted by its own converter). Prints the host ISA.
 """
 
@@ -31,7 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bowrt.bench import models, systems  # noqa: E402
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`
+    import _checkout  # noqa: F401  (the checkout root on sys.path)
+
+from benchmarks import models, systems  # noqa: E402
 from bowrt.export.parity import compare, cosines  # noqa: E402
 from bowrt.runtime import host  # noqa: E402
 

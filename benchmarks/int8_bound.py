@@ -31,7 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from bowrt.bench import machine, models, systems, workloads
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`
+    import _checkout  # noqa: F401  (the checkout root on sys.path)
+
+from benchmarks import machine, models, systems, workloads
 from bowrt.runtime import Encoder
 from bowrt.runtime.encoder import pad_batch, plan_batches
 from bowrt.runtime.session import ort_session

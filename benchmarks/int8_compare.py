@@ -28,7 +28,10 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bowrt.bench.models import minilm_folder, twin_folder  # noqa: E402
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`
+    import _checkout  # noqa: F401  (the checkout root on sys.path)
+
+from benchmarks.models import minilm_folder, twin_folder  # noqa: E402
 from bowrt.bundle import TextRules  # noqa: E402
 from bowrt.export import int8, optimize, parity, pipeline, probes, source, to_onnx  # noqa: E402
 from bowrt.runtime.encoder import (  # noqa: E402

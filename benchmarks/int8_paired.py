@@ -39,7 +39,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from int8_compare import build  # noqa: E402
 
-from bowrt.bench.models import twin_folder  # noqa: E402
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`
+    import _checkout  # noqa: F401  (the checkout root on sys.path)
+
+from benchmarks.models import twin_folder  # noqa: E402
 from bowrt.runtime.encoder import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, pad_batch, plan_batches  # noqa: E402
 from bowrt.export import probes  # noqa: E402
 

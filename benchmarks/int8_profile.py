@@ -27,7 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from int8_compare import build
 
-from bowrt.bench.models import twin_folder
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`
+    import _checkout  # noqa: F401  (the checkout root on sys.path)
+
+from benchmarks.models import twin_folder
 from bowrt.runtime.encoder import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_BATCH_TOKENS,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bowrt.bench import workloads
+from benchmarks import workloads
 from bowrt.runtime import Encoder, plan_batches
 from bowrt.runtime.encoder import pad_batch
 
@@ -27,7 +27,7 @@ def bundle(tmp_path_factory) -> Path:
     given = os.environ.get("BOWRT_BENCH_BUNDLE")
     if given:
         return Path(given)
-    from bowrt.bench.models import RANDOM_WEIGHT_GATES, make_bert_folder
+    from benchmarks.models import RANDOM_WEIGHT_GATES, make_bert_folder
     from bowrt.export import export_model
 
     model = make_bert_folder(tmp_path_factory.mktemp("tiny"), hidden_size=64, num_hidden_layers=2,

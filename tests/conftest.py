@@ -16,9 +16,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# The same builders the benchmarks use (random-weight models get numeric int8 gates only:
+# The model builders (the benchmarks use them too; random-weight models get numeric int8 gates only:
 # ranking agreement means nothing when every CLS vector points the same way).
-from bowrt.bench.models import RANDOM_WEIGHT_GATES, make_bert_folder, make_twin, minilm_folder  # noqa: E402
+from tests.models import RANDOM_WEIGHT_GATES, make_bert_folder, make_twin, minilm_folder  # noqa: E402
 
 ALL_VARIANTS = ("fp32", "fp16", "int8")
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from bowrt.bench import machine, main, report, systems, workloads
+from benchmarks import machine, main, report, systems, workloads
 from bowrt.runtime import Encoder
 
 RESULT_KEYS = {"schema", "meta", "machine", "versions", "ceilings", "systems", "workloads", "overhead", "accuracy"}
@@ -122,7 +122,7 @@ def test_coldstart_child_of_a_bundle_imports_no_torch(tiny_bundles, tmp_path):
     spec = systems.SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"]), threads=1)
     texts = tmp_path / "texts.json"
     texts.write_text(json.dumps({"batch32x128": ["some passage text"] * 4}))
-    p = subprocess.run([sys.executable, "-m", "bowrt.bench.coldstart", spec.to_json(), str(texts)],
+    p = subprocess.run([sys.executable, "-m", "benchmarks.coldstart", spec.to_json(), str(texts)],
                        capture_output=True, text=True, timeout=120, check=True)
     got = json.loads(p.stdout.strip().splitlines()[-1])
     assert got["torch_imported"] is False
@@ -158,7 +158,7 @@ def test_micro_run_torch_vs_bowrt_with_an_unavailable_peer(tiny_bundles, tiny_mo
 
 def test_st_int8_config_follows_the_host_isa():
     """ST's docs: one quantization config per ISA; u8 weights (u8 x u8, exact) only for avx2."""
-    from bowrt.bench import st_int8
+    from benchmarks import st_int8
 
     assert st_int8.CONFIG_FOR_ISA["avx2"] == "avx2" and st_int8.int8_file("avx2") == "model_quint8_avx2.onnx"
     assert st_int8.CONFIG_FOR_ISA["amx"] == st_int8.CONFIG_FOR_ISA["avx512_vnni"] == "avx512_vnni"
@@ -171,9 +171,9 @@ def test_st_int8_config_follows_the_host_isa():
 def test_ort_qint8_quantizes_like_sentence_transformers_and_keeps_order(tiny_model_dir, tmp_path):
     """The optimum-free stand-in for st-onnx-int8: every MatMul int8 (the attention's too), ST's batching."""
     import onnx
-    from reference import torch_reference
+    from tests.reference import torch_reference
 
-    from bowrt.bench import st_int8
+    from benchmarks import st_int8
 
     spec = systems.prepare(systems.SystemSpec("ort-qint8", model_dir=str(tiny_model_dir), threads=1), tmp_path)
     config = st_int8.host_config()  # the config a sentence-transformers user picks for this host

@@ -24,7 +24,7 @@ from bowrt.errors import (
 )
 from bowrt.export import export_model
 from bowrt.export.probes import load_text_set
-from reference import torch_reference
+from tests.reference import torch_reference
 
 TEXTS = [
     "who wrote the opera carmen?",

@@ -18,7 +18,7 @@ from bowrt.export import export_model, int8
 from bowrt.export.parity import cosines, overlap_at_k
 from bowrt.export.pipeline import best_step
 from bowrt.export.probes import load_text_set
-from reference import torch_reference
+from tests.reference import torch_reference
 
 BATCH_SIZES = (1, 2, 3, 7, 16, 33, 64)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from int8_kernels import adversarial_inputs, exactness
+from tests.int8_kernels import adversarial_inputs, exactness
 from onnx import numpy_helper
 
 from bowrt import Encoder

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bowrt.bench import models, systems
+from benchmarks import models, systems
 from bowrt.export.parity import compare, cosines
 from bowrt.export.probes import load_text_set
 

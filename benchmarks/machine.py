@@ -90,7 +90,7 @@ def describe() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str | None]:
-    from bowrt.bench.systems import version
+    from benchmarks.systems import version
 
     return {p: version(p) for p in PACKAGES}
 
@@ -127,7 +127,6 @@ def _best_rate(fn: Callable[[], Any], ops: float, min_s: float) -> float:
 
 
 def _ort_matmul(m: int, k: int, n: int, threads: int, integer: bool) -> Callable[[], Any]:
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -147,9 +146,9 @@ def _ort_matmul(m: int, k: int, n: int, threads: int, integer: bool) -> Callable
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    from bowrt.runtime.session import ort_session
+
+    sess = ort_session(model.SerializeToString(), threads=threads, disabled=())
     return lambda: sess.run(None, {"A": a})
 
 

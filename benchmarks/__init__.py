@@ -1,8 +1,12 @@
-"""``bowrt bench``: bowrt against PyTorch and peer tools, in one run, on this machine.
+"""The benchmark harness: bowrt against PyTorch and peer tools, in one run, on this machine.
 
-    bowrt bench                                  # the bert-base twin: fp32 + int8 bundles vs every peer
-    bowrt bench bundles/fp32 bundles/int8 --model ./bowdpr -o results/
-    bowrt bench --model ./minilm --quick         # a smoke run, under 3 minutes on 2 cores
+    python -m benchmarks                                  # the bert-base twin: fp32 + int8 bundles vs every peer
+    python -m benchmarks bundles/fp32 bundles/int8 --model ./bowdpr -o results/
+    python -m benchmarks --model ./minilm --quick         # a smoke run, under 3 minutes on 2 cores
+
+Dev-only: it lives in the source checkout, next to the scripts in this folder, and is not
+in bowrt's wheel (an edge host installs the runtime, not its benchmarks). Run it from the
+checkout's root with the bench extra installed (``make bench``).
 
 Modules: ``models`` (twin, MiniLM, cached bundles), ``systems`` (one adapter
 per system), ``workloads`` (texts and timed calls), ``machine`` (machine
@@ -17,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bowrt.bench.models import make_twin
+from benchmarks.models import make_twin
 
 __all__ = ["main", "make_twin", "parser"]
 
@@ -27,10 +31,10 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    from bowrt.bench.runner import DEFAULT_AGAINST, WORKLOADS
+    from benchmarks.runner import DEFAULT_AGAINST, WORKLOADS
 
     p = argparse.ArgumentParser(
-        prog="bowrt bench",
+        prog="python -m benchmarks",
         description="Benchmark bowrt bundles against PyTorch and peer tools on this machine (all local, no hub).",
     )
     p.add_argument("bundles", nargs="*", metavar="BUNDLE",
@@ -59,8 +63,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``bowrt bench`` (the CLI hands it every argument after ``bench``)."""
-    from bowrt.bench.runner import BenchConfig, run
+    """Entry point of ``python -m benchmarks``."""
+    from benchmarks.runner import BenchConfig, run
     from bowrt.errors import BowrtError
 
     args = parser().parse_args(argv)
@@ -75,6 +79,6 @@ def main(argv: list[str]) -> int:
     try:
         run(cfg)
     except BowrtError as e:
-        print(f"bowrt bench: error: {e}", file=sys.stderr)
+        print(f"benchmarks: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -81,7 +81,7 @@ def quantize_like_st(src: Path, dst: Path, config: str) -> None:
 
 def prepare(spec: Any, work: Path) -> Any:
     """Export and quantize once into ``work``; the spec's ``files`` name the folder."""
-    from bowrt.bench.systems import build_folder, export_hidden_state_onnx
+    from benchmarks.systems import build_folder, export_hidden_state_onnx
 
     src = Path(spec.model_dir)
     config = host_config()
@@ -106,16 +106,17 @@ class StInt8System:
     sorts_by_length = True
 
     def __init__(self, spec: Any):
-        import onnxruntime as ort
         from transformers import AutoTokenizer
 
-        from bowrt.bench.systems import BATCH
+        from bowrt.runtime.session import ort_session
+
+        from benchmarks.systems import BATCH
 
         self.spec = spec
         folder = Path(spec.files["folder"])
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = spec.threads
-        self.session = ort.InferenceSession(str(folder / spec.files["onnx_file"]), so, providers=["CPUExecutionProvider"])
+        # The runtime's session builder, with ORT's optimizers all on (the peer ships no
+        # rewrite contract): what sentence-transformers' ONNX backend runs, on bowrt's options.
+        self.session = ort_session(folder / spec.files["onnx_file"], threads=spec.threads, disabled=())
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.batch = BATCH
@@ -125,7 +126,7 @@ class StInt8System:
     def encode(self, texts: list[str], kind: str) -> np.ndarray:
         import torch
 
-        from bowrt.bench.systems import _max_len, _prefixed, pool
+        from benchmarks.systems import _max_len, _prefixed, pool
 
         order = np.argsort([-len(t) for t in texts])  # ST sorts the caller's texts, before any prompt
         texts = _prefixed(self.spec, texts, kind)

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bowrt.bench import coldstart, machine, models, st_int8, systems, workloads
-from bowrt.bench.report import summarize, write_report
+from benchmarks import coldstart, machine, models, st_int8, systems, workloads
+from benchmarks.report import summarize, write_report
 from bowrt.errors import OptionError
 
 WORKLOADS = ("latency", "batch32x128", "corpus", "concurrent")
@@ -400,7 +400,7 @@ def run(cfg: BenchConfig, log: Log = _stderr) -> dict[str, Any]:
         *([(f"ort-qint8 stands in for st-onnx-int8 (sentence-transformers' int8 model with the "
             f"{specs['ort-qint8'].files.get('config', st_int8.host_config())} config, the one for this host's "
             "ISA; it needs optimum): the same export and the same ONNXQuantizer settings, run with "
-            "SentenceTransformer.encode's batching (bowrt/bench/st_int8.py)")] if "ort-qint8" in specs else []),
+            "SentenceTransformer.encode's batching (benchmarks/st_int8.py)")] if "ort-qint8" in specs else []),
         "peak RSS: a fresh process per system: load, one query" + (" (--quick)" if cfg.quick else
                                                                    ", the 32x128 batch, the corpus's first 256 passages"),
     ]
@@ -436,7 +436,7 @@ def _drop(name: str, loaded: dict[str, Any], info: dict[str, Any], reason: str, 
 
 
 def _accuracy(names: list[str], threads: int, work: Path, log: Log, quick: bool) -> dict[str, Any] | None:
-    from bowrt.bench.accuracy import run_accuracy
+    from benchmarks.accuracy import run_accuracy
 
     try:
         return run_accuracy(names, threads, work, log, quick)

@@ -2,7 +2,7 @@
 
 ``measure`` (parent) runs, for each system, the child below:
 
-    python -m bowrt.bench.coldstart SPEC_JSON TEXTS_JSON
+    python -m benchmarks.coldstart SPEC_JSON TEXTS_JSON
 
 The parent notes the wall clock just before it starts this process; we print
 the wall clock at the first vector, so cold start covers interpreter start,
@@ -24,6 +24,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def _child_env() -> dict[str, str]:
+    """The environment with the checkout's root on PYTHONPATH: the child imports ``benchmarks``."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def measure(specs: dict[str, Any], payload: dict[str, list[str]], log: Callable[[str], None]) -> dict[str, Any]:
     """Per system (``SystemSpec``): cold start (process start -> first vector) and peak RSS after each step."""
     out: dict[str, Any] = {}
@@ -34,8 +42,8 @@ def measure(specs: dict[str, Any], payload: dict[str, list[str]], log: Callable[
             log(f"  cold start and peak RSS: {n} ...")
             t0 = time.time()
             try:
-                p = subprocess.run([sys.executable, "-m", "bowrt.bench.coldstart", spec.to_json(), str(path)],
-                                   capture_output=True, text=True, timeout=1800, env=os.environ.copy())
+                p = subprocess.run([sys.executable, "-m", "benchmarks.coldstart", spec.to_json(), str(path)],
+                                   capture_output=True, text=True, timeout=1800, env=_child_env())
             except subprocess.SubprocessError as e:
                 out[n] = {"error": f"{type(e).__name__}: {e}"}
                 continue
@@ -56,8 +64,8 @@ def measure(specs: dict[str, Any], payload: dict[str, list[str]], log: Callable[
 
 def main(argv: list[str]) -> int:
     t_main = time.time()
-    from bowrt.bench import systems
-    from bowrt.bench.machine import peak_rss_mb
+    from benchmarks import systems
+    from benchmarks.machine import peak_rss_mb
 
     spec = systems.SystemSpec.from_json(argv[0])
     with open(argv[1], encoding="utf-8") as f:

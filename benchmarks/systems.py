@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from bowrt.bench import st_int8
+from benchmarks import st_int8
+from bowrt.atomic import atomic_folder
 from bowrt.errors import OptionError
 
 PEERS = ("torch", "torch-bf16", "st", "st-onnx", "st-onnx-O3", "st-onnx-int8", "ort-qint8", "optimum", "fastembed")
@@ -305,14 +306,11 @@ def export_hidden_state_onnx(model_dir: str, path: Path) -> Path:
 def build_folder(folder: Path, src: Path, files: tuple[str, ...], build: Callable[[Path], None]) -> None:
     """Write ``folder`` atomically: ``build(tmp)`` makes the model files, ``files`` are copied from ``src``
     (those that exist), then ``tmp`` replaces ``folder``. An interrupted build leaves no half folder."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build(tmp)
-    for name in files:
-        if (src / name).is_file():
-            shutil.copy(src / name, tmp / name)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with atomic_folder(folder, force=True) as tmp:
+        build(tmp)
+        for name in files:
+            if (src / name).is_file():
+                shutil.copy(src / name, tmp / name)
 
 
 def prepare_fastembed(spec: SystemSpec, work: Path) -> SystemSpec:

@@ -1,0 +1,7 @@
+"""``python -m benchmarks``: the benchmark run (``--help`` lists every option)."""
+
+import sys
+
+from benchmarks import main
+
+sys.exit(main(sys.argv[1:]))
