@@ -157,7 +157,7 @@ def _overhead_md(ov: dict[str, Any] | None) -> list[str]:
     if not ov:
         return []
     out = ["", "## Runtime overhead at batch 1 (bowrt)", "",
-           "From `Encoder.last_timings` over the latency calls (medians, ms). overhead = tokenize + batch + post "
+           "From `Encoder.encode_timed` over the latency calls (medians, ms). overhead = tokenize + batch + post "
            "over end-to-end; 'outside stages' is end-to-end minus all four stages (validation, call overhead).", ""]
     rows = []
     for n, o in ov.items():

@@ -365,7 +365,7 @@ class FastembedSystem:
 
 # --- bowrt -------------------------------------------------------------------------------------
 class BowrtSystem:
-    """A bowrt bundle through :class:`bowrt.runtime.Encoder`; keeps ``last_timings`` when asked."""
+    """A bowrt bundle through :class:`bowrt.runtime.Encoder`; keeps each call's timings when asked."""
 
     sorts_by_length = True
 
@@ -385,10 +385,11 @@ class BowrtSystem:
         import time
 
         t0 = time.perf_counter()
-        out = self.encoder.encode_queries(texts) if kind == "query" else self.encoder.encode_passages(texts)
-        if self.record:
-            self.log.append((time.perf_counter() - t0, self.encoder.last_timings))
-        return out
+        if not self.record:
+            return self.encoder.encode_queries(texts) if kind == "query" else self.encoder.encode_passages(texts)
+        got = self.encoder.encode_timed(kind, texts)
+        self.log.append((time.perf_counter() - t0, got.timings))
+        return got.vectors
 
 
 def unavailable_reason(name: str) -> str | None:

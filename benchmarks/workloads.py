@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bowrt.errors import OptionError
+
 WORD = re.compile(r"^[a-z]{3,10}$")
 QUERY_TOKENS = (6, 20)  # trivia questions: ~6 to 20 tokens with [CLS]/[SEP] and "?"
 CORPUS_TOKENS = (20, 256)  # passage lengths, uniform; 256 is the bundle's passage max length
@@ -139,27 +141,22 @@ def concurrent(
 ) -> ConcurrentResult:
     """``clients`` closed-loop threads, each sending one query and waiting for it, for ``duration_s``.
 
-    ``batched``: each caller tokenizes its query in its own thread and submits
-    the token row to a :class:`DynamicBatcher` whose one worker runs merged
-    batches (``Encoder.encode_tokens``). ``direct``: each caller calls
+    ``batched``: each caller submits its query to ``encoder.batcher("query")``, the
+    public API's path (and the server's): it tokenizes in the caller's thread, and the
+    batcher's one worker runs merged batches. ``direct``: each caller calls
     ``encoder.encode_queries([q])`` itself; concurrent calls share the session.
     """
-    from bowrt.runtime import Tokens
-    from bowrt.runtime.batcher import DEFAULT_MAX_WAIT_MS, DynamicBatcher
+    from bowrt.runtime.batcher import DEFAULT_MAX_WAIT_MS
 
     if mode not in ("batched", "direct"):
-        raise ValueError(f"mode must be 'batched' or 'direct', got {mode!r}")
+        raise OptionError(f"mode must be 'batched' or 'direct', got {mode!r}")
     batcher = None
     if mode == "batched":
-        batcher = DynamicBatcher(
-            lambda rows: encoder.encode_tokens(Tokens("query", tuple(rows))),
-            max_batch_size=64, max_queue=4096, cost_fn=len,
-            max_wait_ms=DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms,
-            max_batch_tokens=encoder.max_batch_tokens, name="bench",
-        )
+        batcher = encoder.batcher("query", max_batch_size=64, max_queue=4096, name="bench",
+                                  max_wait_ms=DEFAULT_MAX_WAIT_MS if max_wait_ms is None else max_wait_ms)
 
         def call(q: str) -> None:
-            batcher.encode(list(encoder.tokenize_queries([q]).ids))
+            batcher.encode([q])
     else:
 
         def call(q: str) -> None:
@@ -205,7 +202,7 @@ OVERHEAD_TARGET = 0.05  # issue 3: tokenize + batch + post at most 5% of a batch
 
 
 def overhead(calls: list[tuple[float, Any]]) -> dict[str, Any]:
-    """Runtime overhead at batch 1 from ``(end-to-end seconds, Encoder.last_timings)`` per call (medians, ms).
+    """Runtime overhead at batch 1 from ``(end-to-end seconds, Timings)`` per call (``Encoder.encode_timed``; medians, ms).
 
     ``overhead_fraction``: tokenize + batch + post over end to end; ``outside_ms``:
     end to end minus all four stages (validation, Python call overhead).

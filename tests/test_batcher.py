@@ -296,13 +296,14 @@ def test_full_queue_rejects_fast_or_after_blocking(make):
     assert not {"x-fast", "x-blocked", "x-encode"} & set(enc.seen)
 
 
-def test_validate_fn_rejects_only_the_bad_caller(make):
-    def validate(items):
+def test_prepare_fn_rejects_only_the_bad_caller(make):
+    def prepare(items):
         if any(item.startswith("bad") for item in items):
             raise InputError("bad item")
+        return items
 
     enc = FakeEncoder()
-    batcher = make(enc, max_batch_size=16, max_wait_ms=2, validate_fn=validate)
+    batcher = make(enc, max_batch_size=16, max_wait_ms=2, prepare_fn=prepare)
     outcomes: list[tuple[list[str], object]] = []
 
     def worker(t: int) -> None:
@@ -322,6 +323,23 @@ def test_validate_fn_rejects_only_the_bad_caller(make):
             assert np.array_equal(outcome, direct(items))
     assert not any(item.startswith("bad") for item in enc.seen)
     assert batcher.stats().failed_batches == 0
+
+
+def test_prepare_fn_output_is_what_is_queued_and_costed(make):
+    """The queue holds prepare_fn's output (an Encoder's token rows); cost_fn measures it;
+    the future carries the request's size and cost; on_batch hears of every batch."""
+    reports = []
+    enc = FakeEncoder()
+    batcher = make(enc, max_wait_ms=0, prepare_fn=lambda items: [s.upper() for s in items], cost_fn=len,
+                   max_batch_tokens=1000, on_batch=reports.append)
+    future = batcher.submit(["ab", "cde"])
+    assert np.array_equal(future.result(timeout=WAIT), direct(["AB", "CDE"]))
+    assert (future.size, future.cost) == (2, 5)
+    assert enc.batches == [["AB", "CDE"]]
+    assert sum(r.rows for r in reports) == 2 and not any(r.failed for r in reports)
+    assert len([w for r in reports for w in r.queue_waits_s]) == 1 and all(r.compute_s >= 0 for r in reports)
+    with pytest.raises(OptionError, match="one entry per item"):
+        make(FakeEncoder(), prepare_fn=lambda items: items[:1]).submit(["a", "b"])
 
 
 # --------------------------------------------------------------- budgets
@@ -474,7 +492,8 @@ def test_stats_snapshot(make):
         ({"max_wait_ms": float("inf")}, "max_wait_ms"),
         ({"max_batch_tokens": 0, "cost_fn": len}, "max_batch_tokens must be an int >= 1 or None"),
         ({"max_batch_tokens": 64}, "needs cost_fn"),
-        ({"validate_fn": "yes"}, "validate_fn must be a callable"),
+        ({"prepare_fn": "yes"}, "prepare_fn must be a callable"),
+        ({"on_batch": 3}, "on_batch must be a callable"),
     ],
 )
 def test_invalid_options_say_the_valid_range(options, message):

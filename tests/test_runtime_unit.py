@@ -247,15 +247,6 @@ def test_query_validation():
     assert validate_queries(("a", ""), RULES) == ["a", ""]
 
 
-def test_tokens_concat():
-    a, b = Tokens("query", ([1, 2],), 0.5), Tokens("query", ([3],), 0.25)
-    c = Tokens.concat([a, b])
-    assert c.ids == ([1, 2], [3]) and c.lengths == [2, 1] and c.tokenize_s == 0.75
-    with pytest.raises(InputError):
-        Tokens.concat([a, Tokens("passage", ([1],))])
-
-
-# --- misc ------------------------------------------------------------------------
 def test_physical_cores():
     n = physical_cores()
     assert isinstance(n, int) and 1 <= n <= (os.cpu_count() or 1)
@@ -360,7 +351,9 @@ def test_sum_bundle_exact_and_ordered(sum_bundle):
     enc = Encoder(bundle, "cpu", threads=1, max_batch_tokens=40, max_batch_size=3)
     got = enc.encode_passages(TEXTS)
     np.testing.assert_allclose(got, expected(TEXTS), rtol=1e-5, atol=1e-5)
-    t = enc.last_timings
+    timed = enc.encode_timed("passage", TEXTS)
+    np.testing.assert_array_equal(timed.vectors, got)
+    t = timed.timings
     assert t.rows == len(TEXTS) and t.batches > 2 and t.padded_tokens >= t.tokens
     assert enc.provider == "cpu" and enc.dim == HIDDEN and enc.variant == "fp32"
 

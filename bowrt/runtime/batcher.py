@@ -11,7 +11,10 @@ It knows nothing of ONNX (TEI keeps ``core/src/queue.rs`` apart from its
 backends for the same reason): ``encode_fn`` is any function that maps a list
 of items to an ``np.ndarray`` with one row per item, in order. One worker is
 enough because ONNX Runtime releases the GIL while it computes; the callers'
-threads do the cheap work (validation, token counting) before they enqueue.
+threads do the cheap work before they enqueue: ``prepare_fn`` (for an Encoder:
+validate and tokenize, once) turns a caller's items into what the queue holds, so
+the queue holds token rows, as TEI's queue holds tokenized entries
+(``core/src/infer.rs`` tokenizes, then ``queue.rs`` batches).
 
 Choices this module makes, so callers can rely on them:
 
@@ -36,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import math
+import logging
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
@@ -47,8 +50,9 @@ from typing import Any, Callable, Optional, Protocol
 import numpy as np
 
 from bowrt.errors import BatcherClosed, BatchFailed, InputTypeError, OptionError, Overloaded, RequestTimeout
+from bowrt.options import check_int, check_number
 
-__all__ = ["BatcherStats", "DynamicBatcher", "EncodeFn", "Percentiles"]
+__all__ = ["BatchReport", "BatcherStats", "DynamicBatcher", "EncodeFn", "Pending", "Percentiles"]
 
 _WINDOW = 2048  # recent samples kept for the latency percentiles
 
@@ -98,12 +102,33 @@ class BatcherStats:
     compute_ms: Percentiles
 
 
+@dataclass(frozen=True)
+class BatchReport:
+    """One batch, as ``on_batch`` hears of it (in the worker thread, after the batch ran):
+    its rows, ``encode_fn``'s seconds, each newly started request's queue wait in seconds,
+    and whether it failed."""
+
+    rows: int
+    compute_s: float
+    queue_waits_s: tuple[float, ...]
+    failed: bool
+
+
+class Pending(Future):
+    """The future :meth:`DynamicBatcher.submit` returns: it resolves to the request's rows,
+    and carries what the request is (``size`` items, ``cost`` their summed cost, e.g.
+    tokens), so that a caller learns it from its own request, not from shared state."""
+
+    size: int = 0
+    cost: int = 0
+
+
 class _Request:
     """One caller's list of items, its future, and the parts already computed."""
 
     __slots__ = ("items", "future", "deadline", "enqueued", "parts", "remaining", "started", "dropped")
 
-    def __init__(self, items: list[Any], future: Future, deadline: Optional[float], n_chunks: int):
+    def __init__(self, items: list[Any], future: Pending, deadline: Optional[float], n_chunks: int):
         self.items, self.future, self.deadline = items, future, deadline
         self.enqueued = 0.0
         self.parts: list[Optional[np.ndarray]] = [None] * n_chunks
@@ -122,24 +147,6 @@ class _Chunk:
         self.rows = stop - start
 
 
-def _check_int(name: str, value: Any, low: int, optional: bool = False) -> Optional[int]:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        tail = " or None" if optional else ""
-        raise OptionError(f"{name} must be an int >= {low}{tail}, got {value!r}")
-    return value
-
-
-def _check_number(name: str, value: Any, unit: str, optional: bool = True) -> Optional[float]:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        tail = " or None" if optional else ""
-        raise OptionError(f"{name} must be a finite number of {unit} >= 0{tail}, got {value!r}")
-    return float(value)
-
-
 # How long a batch is held open for more requests. 0: the worker runs whatever is
 # queued as soon as it is free; requests still merge while a batch computes, and a
 # lone request never waits. Measured with `python benchmarks/batcher_wait.py`
@@ -153,11 +160,13 @@ DEFAULT_MAX_WAIT_MS = 0.0
 class DynamicBatcher:
     """Gather concurrent requests into batches for one ``encode_fn``.
 
-    ``encode_fn(items) -> np.ndarray`` (one row per item). ``cost_fn(item) ->
-    int`` gives an item's token count; with ``max_batch_tokens`` a batch's cost
-    is ``max(cost) * rows``, padding included as in TEI, because the session
-    pads every row to the longest. ``validate_fn(items)`` runs in the caller's
-    thread before enqueueing, so a bad item fails only its own caller.
+    ``encode_fn(items) -> np.ndarray`` (one row per item). ``prepare_fn(items) ->
+    list`` runs in the caller's thread before enqueueing and returns what is queued,
+    one entry per item (an Encoder's batcher validates and tokenizes there, once); a bad
+    item fails only its own caller. ``cost_fn(prepared item) -> int`` gives its token
+    count; with ``max_batch_tokens`` a batch's cost is ``max(cost) * rows``, padding
+    included as in TEI, because the session pads every row to the longest.
+    ``on_batch(BatchReport)`` is called in the worker after each batch (metrics).
     A batch closes when its rows reach ``max_batch_size``, the next request
     would break the token budget, or its oldest request has waited
     ``max_wait_ms``. Close it, or use it as a context manager: its worker is a
@@ -173,22 +182,23 @@ class DynamicBatcher:
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         max_queue: int = 1024,
         cost_fn: Optional[Callable[[Any], int]] = None,
-        validate_fn: Optional[Callable[[list[Any]], Any]] = None,
+        prepare_fn: Optional[Callable[[list[Any]], list[Any]]] = None,
+        on_batch: Optional[Callable[[BatchReport], None]] = None,
         name: str = "batcher",
     ) -> None:
         if not callable(encode_fn):
             raise OptionError("encode_fn must be callable: list of items -> np.ndarray, one row per item")
-        for opt, fn in (("cost_fn", cost_fn), ("validate_fn", validate_fn)):
+        for opt, fn in (("cost_fn", cost_fn), ("prepare_fn", prepare_fn), ("on_batch", on_batch)):
             if fn is not None and not callable(fn):
                 raise OptionError(f"{opt} must be a callable or None, got {fn!r}")
         if max_batch_tokens is not None and cost_fn is None:
             raise OptionError("max_batch_tokens needs cost_fn (item -> token count) to measure items")
         self._encode_fn = encode_fn
-        self._max_rows = _check_int("max_batch_size", max_batch_size, 1)
-        self._max_tokens = _check_int("max_batch_tokens", max_batch_tokens, 1, optional=True)
-        self._max_wait_s = _check_number("max_wait_ms", max_wait_ms, "milliseconds", optional=False) / 1000.0
-        self._max_queue = _check_int("max_queue", max_queue, 1)
-        self._cost_fn, self._validate_fn = cost_fn, validate_fn
+        self._max_rows = check_int("max_batch_size", max_batch_size, 1)
+        self._max_tokens = check_int("max_batch_tokens", max_batch_tokens, 1, optional=True)
+        self._max_wait_s = check_number("max_wait_ms", max_wait_ms, "milliseconds", optional=False) / 1000.0
+        self._max_queue = check_int("max_queue", max_queue, 1)
+        self._cost_fn, self._prepare_fn, self._on_batch = cost_fn, prepare_fn, on_batch
         self.name = str(name)
         # One lock, two wait sets: the worker waits for work, blocked submitters for room.
         lock = threading.RLock()
@@ -209,29 +219,30 @@ class DynamicBatcher:
     def submit(
         self, items: list[Any], timeout: Optional[float] = None, block: bool = False,
         queue_timeout: Optional[float] = None,
-    ) -> Future:
+    ) -> Pending:
         """Enqueue one request; its future resolves to an array of ``len(items)`` rows.
 
         Raises at once, in the caller: ``BatcherClosed``; ``InputTypeError`` for
-        a non-list; whatever ``validate_fn`` raises; ``Overloaded`` when
+        a non-list; whatever ``prepare_fn`` raises; ``Overloaded`` when
         ``max_queue`` requests are pending (with ``block=True``, after waiting
         up to ``queue_timeout`` seconds, forever if None, for room).
         """
         now = time.monotonic()
-        timeout = _check_number("timeout", timeout, "seconds")
-        queue_timeout = _check_number("queue_timeout", queue_timeout, "seconds")
+        timeout = check_number("timeout", timeout, "seconds", optional=True)
+        queue_timeout = check_number("queue_timeout", queue_timeout, "seconds", optional=True)
         if self._closed:
             raise BatcherClosed(f"{self.name} is closed and accepts no new requests")
         if not isinstance(items, (list, tuple)):
             raise InputTypeError(f"items must be a list, got {type(items).__name__}; wrap one item as [item]")
-        items = list(items)
-        if self._validate_fn is not None:
-            self._validate_fn(items)
-        future: Future = Future()
+        items = self._prepare(list(items))
+        future = Pending()
+        future.size = len(items)
         if not items:
             future.set_result(self._empty.copy())
             return future
-        spans = self._split(items)
+        costs = [0] * len(items) if self._cost_fn is None else [self._cost(item) for item in items]
+        future.cost = sum(costs)
+        spans = self._split(costs)
         req = _Request(items, future, None if timeout is None else now + timeout, len(spans))
         with self._room:
             if block:
@@ -267,8 +278,15 @@ class DynamicBatcher:
             raise RequestTimeout(f"{self.name}: no result within {timeout}s") from None
 
     async def aencode(self, items: list[Any], timeout: Optional[float] = None) -> np.ndarray:
-        """Asyncio form: awaits the future without blocking the loop; cancelling the task cancels the request."""
-        future = self.submit(items, timeout=timeout)
+        """Asyncio form: awaits the future without blocking the loop; cancelling the task cancels the request.
+
+        ``prepare_fn`` runs in the loop's thread here; a server that must not spend that
+        time there calls :meth:`submit` in a worker thread and awaits :meth:`result_async`.
+        """
+        return await self.result_async(self.submit(items, timeout=timeout), timeout)
+
+    async def result_async(self, future: Future, timeout: Optional[float] = None) -> np.ndarray:
+        """Await a submitted request's rows; ``RequestTimeout`` after ``timeout`` seconds."""
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except RequestTimeout:
@@ -281,7 +299,7 @@ class DynamicBatcher:
 
         Returns True once the worker has stopped (False if ``timeout`` ran out first).
         """
-        timeout = _check_number("timeout", timeout, "seconds")
+        timeout = check_number("timeout", timeout, "seconds", optional=True)
         with self._work:
             self._closed = True
             self._drain = self._drain and bool(drain)
@@ -309,9 +327,17 @@ class DynamicBatcher:
             )
 
     # ---------------------------------------------------------------- planning
-    def _split(self, items: list[Any]) -> list[tuple[int, int, int]]:
+    def _prepare(self, items: list[Any]) -> list[Any]:
+        if self._prepare_fn is None:
+            return items
+        prepared = self._prepare_fn(items)
+        if not isinstance(prepared, list) or len(prepared) != len(items):
+            got = len(prepared) if isinstance(prepared, list) else type(prepared).__name__
+            raise OptionError(f"prepare_fn must return a list with one entry per item ({len(items)}), got {got}")
+        return prepared
+
+    def _split(self, costs: list[int]) -> list[tuple[int, int, int]]:
         """Cut a request into in-order spans ``(start, stop, max cost)`` that each fit one batch."""
-        costs = [0] * len(items) if self._cost_fn is None else [self._cost(item) for item in items]
         spans, start, peak = [], 0, 0
         for i, cost in enumerate(costs):
             rows = i - start
@@ -319,7 +345,7 @@ class DynamicBatcher:
                 spans.append((start, i, peak))
                 start, peak = i, 0
             peak = max(peak, cost)
-        spans.append((start, len(items), peak))
+        spans.append((start, len(costs), peak))
         return spans
 
     def _cost(self, item: Any) -> int:
@@ -391,6 +417,14 @@ class DynamicBatcher:
                     return batch, dead, []
                 self._work.wait(due - now)
 
+    def _report(self, report: BatchReport) -> None:
+        if self._on_batch is None:
+            return
+        try:
+            self._on_batch(report)
+        except Exception:  # a metrics hook must not stop the worker or fail the callers
+            logging.getLogger("bowrt.batcher").exception("%s: on_batch raised", self.name)
+
     def _drop(self, chunks: list[_Chunk], error: type[Exception], why: str) -> None:
         for chunk in chunks:
             req = chunk.req
@@ -444,6 +478,7 @@ class DynamicBatcher:
             self._counts["failed_batches"] += problem is not None
             self._computes.append(elapsed_ms)
             self._waits.extend(waits)
+        self._report(BatchReport(len(items), elapsed_ms / 1000.0, tuple(w / 1000.0 for w in waits), problem is not None))
         if problem is not None:
             for chunk in live:
                 if not chunk.req.future.done():

@@ -8,8 +8,9 @@
 One call: validate every item -> tokenize (query or passage rules) -> plan
 batches under a token budget (sorted by length, padding counted) -> pad each
 batch to its longest row -> run the session -> put rows back in the caller's
-order. Each stage is also public on its own so the dynamic batcher can validate
-and tokenize in the caller's thread and run one merged batch.
+order. For many concurrent callers, :meth:`Encoder.batcher` puts one dynamic
+batcher in front: each caller validates and tokenizes in its own thread, once,
+and the batcher merges token rows (the server and the bench use it too).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import onnxruntime as ort
 
 from bowrt.bundle import TOKENIZER_FILE, Manifest, verify_bundle
 from bowrt.errors import OptionError
+from bowrt.options import check_bool, check_choice, check_int
 from bowrt.runtime import host, selfcheck
+from bowrt.runtime.batcher import DynamicBatcher
 from bowrt.runtime.session import GPU_PROVIDERS, SHORT, Session, build_providers, physical_cores
 from bowrt.runtime.tokenize import KINDS, Kind, TextTokenizer, Tokens, tokenize, validate_passages, validate_queries
 
@@ -86,7 +89,7 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarra
 
 @dataclass(frozen=True)
 class Timings:
-    """Where the most recent encode call spent its time (seconds; perf_counter)."""
+    """Where one encode call spent its time (seconds; perf_counter)."""
 
     tokenize_s: float
     batch_s: float  # planning and padding
@@ -102,10 +105,13 @@ class Timings:
         return self.tokenize_s + self.batch_s + self.inference_s + self.post_s
 
 
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise OptionError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+@dataclass(frozen=True)
+class Encoded:
+    """Vectors with the timings of the call that made them: each call its own, so that
+    concurrent callers (the server's threads) never read each other's."""
+
+    vectors: np.ndarray
+    timings: Timings
 
 
 class Encoder:
@@ -164,14 +170,12 @@ class Encoder:
         if unknown:
             valid = [p for p in inspect.signature(Encoder.__init__).parameters if p not in ("self", "bundle", "unknown")]
             raise OptionError(f"unknown option(s) {', '.join(sorted(unknown))} for Encoder; valid: {', '.join(valid)}")
-        self.threads = physical_cores() if threads is None else _positive_int("threads", threads)
-        self.max_batch_size = _positive_int("max_batch_size", max_batch_size)
-        if max_batch_tokens is not None:
-            _positive_int("max_batch_tokens", max_batch_tokens)
-        device_id = _positive_int("device_id", device_id, minimum=0)
-        for name, flag in (("cpu_mem_arena", cpu_mem_arena), ("check_numerics", check_numerics)):
-            if not isinstance(flag, bool):
-                raise OptionError(f"{name} must be True or False, got {flag!r}")
+        self.threads = physical_cores() if threads is None else check_int("threads", threads)
+        self.max_batch_size = check_int("max_batch_size", max_batch_size)
+        check_int("max_batch_tokens", max_batch_tokens, optional=True)
+        device_id = check_int("device_id", device_id, 0)
+        check_bool("cpu_mem_arena", cpu_mem_arena)
+        check_bool("check_numerics", check_numerics)
 
         self.bundle_dir = Path(bundle)
         self.manifest: Manifest = verify_bundle(self.bundle_dir)
@@ -193,7 +197,6 @@ class Encoder:
         on_gpu = self._session.provider in GPU_PROVIDERS
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["gpu" if on_gpu else "cpu"]
         self.numerics: dict[str, Any] | None = selfcheck.run(self) if check_numerics else None
-        self.last_timings: Timings | None = None  # not the self-check's
 
     # --- what is running ------------------------------------------------------
     @property
@@ -239,7 +242,7 @@ class Encoder:
             f"threads={self.threads}, max_batch_tokens={self.max_batch_tokens}, max_batch_size={self.max_batch_size})"
         )
 
-    # --- stages (public for the dynamic batcher) --------------------------------
+    # --- stages (public: a caller may tokenize once and run the rows later) -------
     def validate_queries(self, texts: Any) -> list[str]:
         """Check a request's queries (cheap, no tokenizing); return the texts to tokenize."""
         return validate_queries(texts, self.manifest.text)
@@ -257,33 +260,31 @@ class Encoder:
     def token_count(self, item: Any, kind: Kind = "passage") -> int:
         """Tokens one item becomes (special tokens included, truncation applied).
 
-        For the dynamic batcher's ``cost_fn``. It tokenizes the item (one Rust
-        call, tens of microseconds for a passage, the character cap bounding
-        the worst case); a caller that wants each text tokenized once keeps the
-        :class:`Tokens` of ``tokenize_*`` (their ``lengths``) and runs them with
-        :meth:`encode_tokens`.
+        It tokenizes the item (one Rust call, tens of microseconds for a passage);
+        a caller that wants each text tokenized once keeps the :class:`Tokens` of
+        ``tokenize_*`` (their ``lengths``) and runs them with :meth:`encode_tokens`,
+        as :meth:`batcher` does.
         """
-        if kind not in KINDS:
-            raise OptionError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        check_choice("kind", kind, KINDS)
         text = self.validate_queries([item]) if kind == "query" else self.validate_passages([item])
         return len(self._tokenizers[kind].encode(text)[0])
 
     def encode_tokens(self, tokens: Tokens, normalize: bool | None = None) -> np.ndarray:
         """Run already tokenized rows: ``[len(tokens), dim]`` float32 in their order."""
+        return self.run_tokens(tokens, normalize).vectors
+
+    def run_tokens(self, tokens: Tokens, normalize: bool | None = None) -> Encoded:
+        """:meth:`encode_tokens` with the call's :class:`Timings`."""
         norm = self._normalize_flag(normalize)
         n = len(tokens)
         if n == 0:
-            self.last_timings = Timings(tokens.tokenize_s, 0.0, 0.0, 0.0, 0, 0, 0, 0)
-            return np.zeros((0, self.dim), dtype=np.float32)
-        t0 = time.perf_counter()
-        lengths = tokens.lengths
-        plan = plan_batches(lengths, self.max_batch_tokens, self.max_batch_size)
+            return Encoded(np.zeros((0, self.dim), dtype=np.float32), Timings(tokens.tokenize_s, 0, 0, 0, 0, 0, 0, 0))
+        t_prev = time.perf_counter()
+        plan = plan_batches(tokens.lengths, self.max_batch_tokens, self.max_batch_size)
         pad_id = self._tokenizers[tokens.kind].pad_id
         out = np.empty((n, self.dim), dtype=np.float32)
-        batch_s = infer_s = post_s = 0.0
+        spent = {"batch": 0.0, "inference": 0.0, "post": 0.0}
         padded = 0
-        t_prev = time.perf_counter()
-        batch_s += t_prev - t0
         for idx in plan:
             ids, mask = pad_batch([tokens.ids[i] for i in idx], pad_id)
             t1 = time.perf_counter()
@@ -291,16 +292,24 @@ class Encoder:
             t2 = time.perf_counter()
             out[idx] = vecs  # back to the caller's order
             t3 = time.perf_counter()
-            batch_s += t1 - t_prev
-            infer_s += t2 - t1
-            post_s += t3 - t2
+            spent["batch"] += t1 - t_prev
+            spent["inference"] += t2 - t1
+            spent["post"] += t3 - t2
             padded += ids.size
             t_prev = t3
         if norm:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        post_s += time.perf_counter() - t_prev
-        self.last_timings = Timings(tokens.tokenize_s, batch_s, infer_s, post_s, n, len(plan), sum(lengths), padded)
-        return out
+        spent["post"] += time.perf_counter() - t_prev
+        timings = Timings(tokens.tokenize_s, spent["batch"], spent["inference"], spent["post"], n, len(plan),
+                          sum(tokens.lengths), padded)
+        return Encoded(out, timings)
+
+    def encode_timed(self, kind: Kind, items: Sequence[Any], normalize: bool | None = None) -> Encoded:
+        """Queries or passages (``kind``) -> :class:`Encoded`: the vectors and where the call spent its time."""
+        check_choice("kind", kind, KINDS)
+        self._normalize_flag(normalize)  # fail before any work
+        tokens = self.tokenize_queries(items) if kind == "query" else self.tokenize_passages(items)
+        return self.run_tokens(tokens, normalize)
 
     # --- the API ---------------------------------------------------------------
     def encode_queries(self, texts: Sequence[str], normalize: bool | None = None) -> np.ndarray:
@@ -322,22 +331,32 @@ class Encoder:
         self._normalize_flag(normalize)
         return self.encode_tokens(self.tokenize_passages(passages), normalize)
 
-    def batcher(self, kind: Kind = "query", **options: Any) -> Any:
-        """A :class:`~bowrt.runtime.batcher.DynamicBatcher` in front of ``encode_queries`` or
-        ``encode_passages`` for many concurrent callers; ``options`` are the batcher's
-        (``max_batch_size``, ``max_batch_tokens``, ``max_wait_ms``, ``max_queue``)."""
-        from functools import partial
+    def batcher(self, kind: Kind = "query", normalize: bool | None = None, **options: Any) -> DynamicBatcher:
+        """A :class:`~bowrt.runtime.batcher.DynamicBatcher` of queries or passages for many
+        concurrent callers: ``submit``/``encode``/``aencode`` take the same items as
+        ``encode_queries``/``encode_passages`` and give the same vectors.
 
-        from bowrt.runtime.batcher import DynamicBatcher
+        Each caller's items are validated and tokenized in the caller's thread, once; the
+        queue holds token rows, a row's cost is its token count, and the worker runs merged
+        rows through :meth:`encode_tokens`. ``normalize`` as in ``encode_*`` (the bundle's
+        default when None). ``options`` are the batcher's (``max_batch_size`` default
+        ``min(max_batch_size, 64)``, ``max_batch_tokens`` default this Encoder's budget,
+        ``max_wait_ms``, ``max_queue``, ``on_batch``, ``name``).
+        """
+        check_choice("kind", kind, KINDS)
+        self._normalize_flag(normalize)
+        tokenize = self.tokenize_queries if kind == "query" else self.tokenize_passages
 
-        if kind not in KINDS:
-            raise OptionError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        encode = self.encode_queries if kind == "query" else self.encode_passages
-        validate = self.validate_queries if kind == "query" else self.validate_passages
+        def prepare(items: list[Any]) -> list[list[int]]:
+            return list(tokenize(items).ids)
+
+        def encode(rows: list[list[int]]) -> np.ndarray:
+            return self.encode_tokens(Tokens(kind, tuple(rows)), normalize)
+
         options.setdefault("max_batch_tokens", self.max_batch_tokens)
         options.setdefault("max_batch_size", min(self.max_batch_size, 64))
-        return DynamicBatcher(encode, cost_fn=partial(self.token_count, kind=kind), validate_fn=validate,
-                              name=f"{kind}-batcher", **options)
+        options.setdefault("name", f"{kind}-batcher")
+        return DynamicBatcher(encode, prepare_fn=prepare, cost_fn=len, **options)
 
     def _normalize_flag(self, normalize: Any) -> bool:
         if normalize is None:

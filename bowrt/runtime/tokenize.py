@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,9 +31,10 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 class Tokens:
     """Token ids of one request, unpadded, in the caller's order.
 
-    The dynamic batcher tokenizes in the caller's thread (``Encoder.tokenize_*``),
-    uses ``lengths`` as its cost, joins requests with :meth:`concat` and hands the
-    result to ``Encoder.encode_tokens``: each text is tokenized exactly once.
+    ``Encoder.tokenize_*`` makes them; ``Encoder.encode_tokens`` runs them.
+    ``Encoder.batcher`` queues the rows one by one (their ``lengths`` are the
+    batcher's costs) and runs merged rows as a new ``Tokens``: each text is
+    tokenized exactly once.
     """
 
     kind: Kind
@@ -47,15 +47,6 @@ class Tokens:
     @property
     def lengths(self) -> list[int]:
         return [len(row) for row in self.ids]
-
-    @classmethod
-    def concat(cls, parts: Sequence[Tokens]) -> Tokens:
-        kinds = {p.kind for p in parts}
-        if len(kinds) > 1:
-            raise InputError(f"cannot join queries and passages in one batch (got kinds {sorted(kinds)})")
-        kind = kinds.pop() if kinds else "passage"
-        ids = tuple(row for p in parts for row in p.ids)
-        return cls(kind, ids, sum(p.tokenize_s for p in parts))
 
 
 # --- validation and text rules ---------------------------------------------------
