@@ -135,21 +135,23 @@ def _host_rows(m: Any) -> list[tuple[str, str]]:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    common = dict(kind=args.kind, fmt=args.format, shard_size=args.shard_size, dtype=args.dtype,
-                  on_error=args.on_error, overwrite=args.overwrite, progress=not args.no_progress)
+    from bowrt.corpus import CorpusSettings
+
+    settings = CorpusSettings(kind=args.kind, fmt=args.format, shard_size=args.shard_size, dtype=args.dtype,
+                              on_error=args.on_error, overwrite=args.overwrite, progress=not args.no_progress)
     if args.ray:
         from bowrt.scale.ray_encode import encode_corpus_ray
 
-        r = encode_corpus_ray(args.bundle, args.input, args.out, address=args.ray_address, num_actors=args.num_actors,
-                              use_gpu=args.gpu, threads_per_actor=args.threads or 1, providers=_providers(args.providers),
-                              **common)
+        r = encode_corpus_ray(args.bundle, args.input, args.out, settings, address=args.ray_address,
+                              num_actors=args.num_actors, use_gpu=args.gpu, threads_per_actor=args.threads or 1,
+                              providers=_providers(args.providers))
     else:
         if args.ray_address or args.num_actors or args.gpu:
             raise OptionError("--ray-address, --num-actors and --gpu apply with --ray only")
         from bowrt.corpus import encode_corpus
 
-        r = encode_corpus(args.bundle, args.input, args.out, providers=_providers(args.providers), threads=args.threads,
-                          **common)
+        r = encode_corpus(args.bundle, args.input, args.out, settings, providers=_providers(args.providers),
+                          threads=args.threads)
     rate = r.encoded / r.seconds if r.seconds > 0 else 0.0
     _say(f"{r.total} vectors in {r.shards} shards -> {r.outdir} ({r.shards_written} written, {r.shards_reused} reused; "
          f"{r.encoded} encoded at {rate:.1f}/s in {r.seconds:.1f} s)")
