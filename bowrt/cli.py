@@ -209,11 +209,17 @@ def _bench(argv: list[str]) -> int:
 # --- the parser ----------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from bowrt import __version__
-    from bowrt.bundle import DEFAULT_MODEL, POOLINGS, VARIANTS
 
     p = argparse.ArgumentParser(prog="bowrt", description="Export, verify, run and serve bowdpr dense retriever bundles.")
     p.add_argument("--version", action="version", version=f"bowrt {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_export, _add_verify, _add_info, _add_encode, _add_serve, _add_export_triton, _add_bench):
+        add(sub)
+    return p
+
+
+def _add_export(sub: Any) -> None:
+    from bowrt.bundle import DEFAULT_MODEL, POOLINGS, VARIANTS
 
     s = sub.add_parser("export", help="export a Hugging Face model to verified ONNX bundles (export extra)")
     s.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})")
@@ -234,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "that costs no accuracy; 1.5-2 trade some agreement for speed)")
     s.set_defaults(handler=_export)
 
+
+def _add_verify(sub: Any) -> None:
     s = sub.add_parser("verify", help="check a bundle's manifest and the sha256 of every file")
     s.add_argument("bundle")
     s.add_argument("--numerics", action="store_true",
@@ -241,11 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "vectors (needs onnxruntime; exits 1 naming the host's ISA on a miss)")
     s.set_defaults(handler=_verify)
 
+
+def _add_info(sub: Any) -> None:
     s = sub.add_parser("info", help="summarize a bundle: variant, dims, pooling, lengths, parity")
     s.add_argument("bundle")
     s.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     s.set_defaults(handler=_info)
 
+
+def _add_encode(sub: Any) -> None:
     s = sub.add_parser("encode", help="encode a corpus file into sharded .npy files (resumable)")
     s.add_argument("bundle")
     s.add_argument("input", help="JSONL (id, text, title), TSV (id, text, title; DPR psgs_w100) or plain lines")
@@ -266,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu", action="store_true", help="with --ray: one GPU per actor")
     s.set_defaults(handler=_encode)
 
+
+def _add_serve(sub: Any) -> None:
     s = sub.add_parser("serve", help="serve a bundle over HTTP (serve extra)")
     s.add_argument("bundle")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s: this machine only)")
@@ -287,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(handler=_serve)
 
+
+def _add_export_triton(sub: Any) -> None:
     s = sub.add_parser("export-triton", help="write a Triton model repository for a bundle")
     s.add_argument("bundle")
     s.add_argument("-o", "--out", required=True, help="the model repository folder")
@@ -300,8 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace an existing model folder")
     s.set_defaults(handler=_export_triton)
 
+
+def _add_bench(sub: Any) -> None:
     sub.add_parser("bench", help="run the benchmark suite (all further arguments are its own)", add_help=False)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
