@@ -23,7 +23,6 @@ import numpy as np
 
 from bowrt.bundle import verify_bundle
 from bowrt.corpus import CorpusResult, CorpusSettings, corpus_settings, run_corpus_job
-from bowrt.errors import OptionError
 from bowrt.options import check_int
 
 DEFAULT_BATCH_SIZE = 1024  # rows per actor call; the Encoder plans its own token-budget batches inside
@@ -112,8 +111,7 @@ def encode_corpus_ray(bundle: str | os.PathLike[str], input: str | os.PathLike[s
     resources = ray.cluster_resources()
     if num_actors is None:
         num_actors = int(resources.get("GPU", 0)) if use_gpu else int(resources.get("CPU", 1) // threads_per_actor)
-    if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1:
-        raise OptionError(f"num_actors must be an int >= 1 (the cluster has {resources}), got {num_actors!r}")
+    check_int(f"num_actors (the cluster has {resources})", num_actors)
     if use_gpu and providers is None:
         providers = "cuda"
     encode = ray_shard_encoder(str(bundle_dir), settings.kind, num_actors=num_actors, num_gpus=1.0 if use_gpu else 0.0,
