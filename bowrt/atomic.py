@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bowrt.errors import BundleError
 
-__all__ = ["atomic_folder", "umask_mode", "write_text_atomic"]
+__all__ = ["atomic_folder", "fsync_replace", "umask_mode", "write_text_atomic"]
 
 
 def umask_mode(base: int = 0o777) -> int:
@@ -72,4 +72,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, fsync: bool = 
         if fsync:
             f.flush()
             os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def fsync_replace(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Rename a finished ``tmp`` (written by other means: a memory map) over ``path``,
+    fsynced first, as :func:`write_text_atomic` does its own."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -135,21 +135,23 @@ def _host_rows(m: Any) -> list[tuple[str, str]]:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    common = dict(kind=args.kind, fmt=args.format, shard_size=args.shard_size, dtype=args.dtype,
-                  on_error=args.on_error, overwrite=args.overwrite, progress=not args.no_progress)
+    from bowrt.corpus import CorpusSettings
+
+    settings = CorpusSettings(kind=args.kind, fmt=args.format, shard_size=args.shard_size, dtype=args.dtype,
+                              on_error=args.on_error, overwrite=args.overwrite, progress=not args.no_progress)
     if args.ray:
         from bowrt.scale.ray_encode import encode_corpus_ray
 
-        r = encode_corpus_ray(args.bundle, args.input, args.out, address=args.ray_address, num_actors=args.num_actors,
-                              use_gpu=args.gpu, threads_per_actor=args.threads or 1, providers=_providers(args.providers),
-                              **common)
+        r = encode_corpus_ray(args.bundle, args.input, args.out, settings, address=args.ray_address,
+                              num_actors=args.num_actors, use_gpu=args.gpu, threads_per_actor=args.threads or 1,
+                              providers=_providers(args.providers))
     else:
         if args.ray_address or args.num_actors or args.gpu:
             raise OptionError("--ray-address, --num-actors and --gpu apply with --ray only")
         from bowrt.corpus import encode_corpus
 
-        r = encode_corpus(args.bundle, args.input, args.out, providers=_providers(args.providers), threads=args.threads,
-                          **common)
+        r = encode_corpus(args.bundle, args.input, args.out, settings, providers=_providers(args.providers),
+                          threads=args.threads)
     rate = r.encoded / r.seconds if r.seconds > 0 else 0.0
     _say(f"{r.total} vectors in {r.shards} shards -> {r.outdir} ({r.shards_written} written, {r.shards_reused} reused; "
          f"{r.encoded} encoded at {rate:.1f}/s in {r.seconds:.1f} s)")
@@ -205,11 +207,17 @@ def _bench(argv: list[str]) -> int:
 # --- the parser ----------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from bowrt import __version__
-    from bowrt.bundle import DEFAULT_MODEL, POOLINGS, VARIANTS
 
     p = argparse.ArgumentParser(prog="bowrt", description="Export, verify, run and serve bowdpr dense retriever bundles.")
     p.add_argument("--version", action="version", version=f"bowrt {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_export, _add_verify, _add_info, _add_encode, _add_serve, _add_export_triton, _add_bench):
+        add(sub)
+    return p
+
+
+def _add_export(sub: Any) -> None:
+    from bowrt.bundle import DEFAULT_MODEL, POOLINGS, VARIANTS
 
     s = sub.add_parser("export", help="export a Hugging Face model to verified ONNX bundles (export extra)")
     s.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})")
@@ -230,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "that costs no accuracy; 1.5-2 trade some agreement for speed)")
     s.set_defaults(handler=_export)
 
+
+def _add_verify(sub: Any) -> None:
     s = sub.add_parser("verify", help="check a bundle's manifest and the sha256 of every file")
     s.add_argument("bundle")
     s.add_argument("--numerics", action="store_true",
@@ -237,11 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "vectors (needs onnxruntime; exits 1 naming the host's ISA on a miss)")
     s.set_defaults(handler=_verify)
 
+
+def _add_info(sub: Any) -> None:
     s = sub.add_parser("info", help="summarize a bundle: variant, dims, pooling, lengths, parity")
     s.add_argument("bundle")
     s.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     s.set_defaults(handler=_info)
 
+
+def _add_encode(sub: Any) -> None:
     s = sub.add_parser("encode", help="encode a corpus file into sharded .npy files (resumable)")
     s.add_argument("bundle")
     s.add_argument("input", help="JSONL (id, text, title), TSV (id, text, title; DPR psgs_w100) or plain lines")
@@ -262,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu", action="store_true", help="with --ray: one GPU per actor")
     s.set_defaults(handler=_encode)
 
+
+def _add_serve(sub: Any) -> None:
     s = sub.add_parser("serve", help="serve a bundle over HTTP (serve extra)")
     s.add_argument("bundle")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s: this machine only)")
@@ -283,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(handler=_serve)
 
+
+def _add_export_triton(sub: Any) -> None:
     s = sub.add_parser("export-triton", help="write a Triton model repository for a bundle")
     s.add_argument("bundle")
     s.add_argument("-o", "--out", required=True, help="the model repository folder")
@@ -296,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace an existing model folder")
     s.set_defaults(handler=_export_triton)
 
-    sub.add_parser("bench", help="how to run the benchmark suite (python -m benchmarks, from a source checkout)", add_help=False)
-    return p
+
+def _add_bench(sub: Any) -> None:
+    sub.add_parser("bench", help="how to run the benchmark suite (python -m benchmarks, from a source checkout)",
+                   add_help=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ resume after a crash, rejects, stop mode, refusing a folder that holds another j
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from bowrt import Encoder
-from bowrt.corpus import detect_format, encode_corpus, load_corpus, read_corpus
+from bowrt.corpus import CorpusSettings, detect_format, encode_corpus, load_corpus, read_corpus
 from bowrt.errors import CorpusError, CorpusLineError, OptionError
 
 PASSAGES = [
@@ -217,6 +218,28 @@ def test_bad_options_and_missing_input(enc, tmp_path):
         encode_corpus(enc, src, tmp_path / "o", on_error="ignore", progress=False)
     with pytest.raises(CorpusError, match="does not exist"):
         encode_corpus(enc, tmp_path / "missing.jsonl", tmp_path / "o", progress=False)
+
+
+def test_settings_are_one_checked_frozen_object(enc, tmp_path):
+    s = CorpusSettings(kind="query", shard_size=2, dtype="float16", progress=False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.kind = "passage"
+    with pytest.raises(TypeError):
+        CorpusSettings("query")  # keyword-only
+    for bad, match in (({"kind": "doc"}, "kind must be one of passage, query"), ({"shard_size": True}, "shard_size"),
+                       ({"fmt": "csv"}, "fmt"), ({"overwrite": "yes"}, "overwrite must be True or False")):
+        with pytest.raises(OptionError, match=match):
+            CorpusSettings(**bad)
+    src = tmp_path / "q.txt"
+    src.write_text("a\nb\nc\n", encoding="utf-8")
+    r = encode_corpus(enc, src, tmp_path / "out", s)
+    assert (r.total, r.shards) == (3, 2)
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert (index["kind"], index["dtype"], index["shard_size"], index["input"]["format"]) == ("query", "float16", 2, "lines")
+    again = encode_corpus(enc, src, tmp_path / "out", s, shard_size=2)  # keywords replace fields of the object
+    assert (again.shards_written, again.shards_reused) == (0, 2)
+    with pytest.raises(OptionError, match="unknown corpus option shardsize"):
+        encode_corpus(enc, src, tmp_path / "out", shardsize=2)
 
 
 def test_empty_corpus_and_progress_line(enc, tmp_path, capsys):

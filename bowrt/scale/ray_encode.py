@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from bowrt.bundle import verify_bundle
-from bowrt.corpus import DEFAULT_SHARD_SIZE, KINDS, CorpusResult, run_corpus_job
-from bowrt.errors import OptionError
+from bowrt.corpus import CorpusResult, CorpusSettings, corpus_settings, run_corpus_job
+from bowrt.options import check_int
 
 DEFAULT_BATCH_SIZE = 1024  # rows per actor call; the Encoder plans its own token-budget batches inside
 
@@ -86,25 +86,23 @@ def ray_shard_encoder(bundle: str, kind: str, *, num_actors: int, num_gpus: floa
     return encode
 
 
-def encode_corpus_ray(bundle: str | os.PathLike[str], input: str | os.PathLike[str], outdir: str | os.PathLike[str], *,
-                      kind: str = "passage", fmt: str = "auto", shard_size: int = DEFAULT_SHARD_SIZE,
-                      dtype: str = "float32", on_error: str = "skip", address: str | None = None,
+def encode_corpus_ray(bundle: str | os.PathLike[str], input: str | os.PathLike[str], outdir: str | os.PathLike[str],
+                      settings: CorpusSettings | None = None, *, address: str | None = None,
                       num_actors: int | None = None, use_gpu: bool = False, threads_per_actor: int = 1,
-                      providers: Any = None, batch_size: int = DEFAULT_BATCH_SIZE, overwrite: bool = False,
-                      progress: bool = True) -> CorpusResult:
+                      providers: Any = None, batch_size: int = DEFAULT_BATCH_SIZE, **options: Any) -> CorpusResult:
     """:func:`bowrt.corpus.encode_corpus`, with the encoding spread over a Ray cluster.
 
-    ``address``: a running cluster (``"auto"``, ``"ray://host:10001"``); None
-    starts or joins a local one (an already initialized Ray is used as is).
-    ``num_actors``: default one per ``threads_per_actor`` CPUs of the cluster,
-    or one per GPU with ``use_gpu`` (each actor then gets ``num_gpus=1`` and
-    the CUDA provider unless ``providers`` says otherwise).
+    ``settings`` and ``options`` as there (a :class:`~bowrt.corpus.CorpusSettings`,
+    fields replaced by keyword). ``address``: a running cluster (``"auto"``,
+    ``"ray://host:10001"``); None starts or joins a local one (an already
+    initialized Ray is used as is). ``num_actors``: default one per
+    ``threads_per_actor`` CPUs of the cluster, or one per GPU with ``use_gpu``
+    (each actor then gets ``num_gpus=1`` and the CUDA provider unless
+    ``providers`` says otherwise).
     """
-    if kind not in KINDS:
-        raise OptionError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    for name, v in (("threads_per_actor", threads_per_actor), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise OptionError(f"{name} must be an int >= 1, got {v!r}")
+    settings = corpus_settings(settings, **options)
+    check_int("threads_per_actor", threads_per_actor)
+    check_int("batch_size", batch_size)
     bundle_dir = Path(bundle).resolve()
     manifest = verify_bundle(bundle_dir)  # fail here, not in every actor
     ray = _ray()
@@ -113,11 +111,9 @@ def encode_corpus_ray(bundle: str | os.PathLike[str], input: str | os.PathLike[s
     resources = ray.cluster_resources()
     if num_actors is None:
         num_actors = int(resources.get("GPU", 0)) if use_gpu else int(resources.get("CPU", 1) // threads_per_actor)
-    if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1:
-        raise OptionError(f"num_actors must be an int >= 1 (the cluster has {resources}), got {num_actors!r}")
+    check_int(f"num_actors (the cluster has {resources})", num_actors)
     if use_gpu and providers is None:
         providers = "cuda"
-    encode = ray_shard_encoder(str(bundle_dir), kind, num_actors=num_actors, num_gpus=1.0 if use_gpu else 0.0,
+    encode = ray_shard_encoder(str(bundle_dir), settings.kind, num_actors=num_actors, num_gpus=1.0 if use_gpu else 0.0,
                                threads_per_actor=threads_per_actor, providers=providers, batch_size=batch_size)
-    return run_corpus_job(bundle_dir, manifest, input, outdir, encode, kind=kind, fmt=fmt, shard_size=shard_size,
-                          dtype=dtype, on_error=on_error, overwrite=overwrite, progress=progress)
+    return run_corpus_job(bundle_dir, manifest, input, outdir, encode, settings)

@@ -33,6 +33,7 @@ import numpy as np
 from bowrt.atomic import atomic_folder
 from bowrt.bundle import MANIFEST, MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest, verify_bundle
 from bowrt.errors import BundleFormatError, OptionError
+from bowrt.options import check_int
 
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 KINDS = ("cpu", "gpu")
@@ -100,12 +101,6 @@ def triton_config(m: Manifest, name: str, *, max_batch_size: int = 64, instances
     return text + (_tensorrt(m, max_batch_size) if use_trt else "")
 
 
-def _positive(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise OptionError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 def portable_graph(m: Manifest) -> str:
     """The bundle graph to hand Triton: the server's CPU is not known here, so an int8
     bundle gives its graph exact on every ISA (the u8 x u8 twin where it has one;
@@ -128,9 +123,9 @@ def export_triton(bundle: str | os.PathLike[str], out_repo: str | os.PathLike[st
     """
     if kind not in KINDS:
         raise OptionError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    _positive("max_batch_size", max_batch_size)
-    _positive("instances", instances)
-    _positive("max_queue_delay_us", max_queue_delay_us, 0)
+    check_int("max_batch_size", max_batch_size)
+    check_int("instances", instances)
+    check_int("max_queue_delay_us", max_queue_delay_us, 0)
     bundle = Path(bundle)
     m = verify_bundle(bundle)
     name = name or f"bowrt_{m.variant}"
