@@ -143,7 +143,7 @@ class Encoder:
             host's); a miss raises :class:`NumericsError` (``runtime/selfcheck.py``).
             Default on: it protects a bundle copied to a new machine; it encodes 8
             short texts, which added 165 ms (26 %) to a load of the bert-base twin's
-            int8 bundle (``benchmarks/int8_host.py``, docs/int8-on-every-cpu.md).
+            int8 bundle (``benchmarks/int8_host.py``, docs/int8.md).
 
     An int8 bundle runs the graph that is exact on this CPU (``runtime/host.py``: its
     u8 x s8 graph where ONNX Runtime accumulates in int32, its u8 x u8 twin, the same
