@@ -58,7 +58,7 @@ def _lscpu() -> dict[str, str]:
 def describe() -> dict[str, Any]:
     """Platform, CPU model and the SIMD/matrix flags that decide which kernels run, memory, providers."""
     from bowrt.runtime import host
-    from bowrt.runtime.session import physical_cores
+    from bowrt.runtime.host import physical_cores
 
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())

@@ -269,7 +269,7 @@ def _gather(rec: dict[str, Any], texts: workloads.Texts, flops: dict[str, float]
 def run(cfg: BenchConfig, log: Log = _stderr) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from bowrt.runtime.session import physical_cores
+    from bowrt.runtime.host import physical_cores
 
     t_start = time.time()
     plain_log = log

@@ -329,12 +329,13 @@ def test_prepare_fn_output_is_what_is_queued_and_costed(make):
     """The queue holds prepare_fn's output (an Encoder's token rows); cost_fn measures it;
     the future carries the request's size and cost; on_batch hears of every batch."""
     reports = []
-    enc = FakeEncoder()
+    enc = FakeEncoder(delay=0.02)
     batcher = make(enc, max_wait_ms=0, prepare_fn=lambda items: [s.upper() for s in items], cost_fn=len,
                    max_batch_tokens=1000, on_batch=reports.append)
     future = batcher.submit(["ab", "cde"])
     assert np.array_equal(future.result(timeout=WAIT), direct(["AB", "CDE"]))
     assert (future.size, future.cost) == (2, 5)
+    assert future.compute_s >= 0.02 and future.queue_wait_s >= 0  # its own timings, on its own result
     assert enc.batches == [["AB", "CDE"]]
     assert sum(r.rows for r in reports) == 2 and not any(r.failed for r in reports)
     assert len([w for r in reports for w in r.queue_waits_s]) == 1 and all(r.compute_s >= 0 for r in reports)

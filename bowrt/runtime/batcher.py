@@ -44,108 +44,15 @@ import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from bowrt.errors import BatcherClosed, BatchFailed, InputTypeError, OptionError, Overloaded, RequestTimeout
 from bowrt.options import check_int, check_number
+from bowrt.runtime.batch_types import _WINDOW, BatcherStats, Budget, BatchReport, EncodeFn, Pending, Percentiles, _Chunk, _Request
 
 __all__ = ["BatchReport", "BatcherStats", "DynamicBatcher", "EncodeFn", "Pending", "Percentiles"]
-
-_WINDOW = 2048  # recent samples kept for the latency percentiles
-
-
-class EncodeFn(Protocol):
-    """What the batcher runs: items in, one row per item out, same order."""
-
-    def __call__(self, items: list[Any], /) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class Percentiles:
-    """p50/p90/p99 in milliseconds over the recent window; 0.0 before any sample."""
-
-    p50: float
-    p90: float
-    p99: float
-
-    @classmethod
-    def of(cls, samples: collections.deque[float]) -> Percentiles:
-        if not samples:
-            return cls(0.0, 0.0, 0.0)
-        p50, p90, p99 = np.percentile(np.asarray(samples, dtype=np.float64), [50, 90, 99])
-        return cls(round(float(p50), 3), round(float(p90), 3), round(float(p99), 3))
-
-
-@dataclass(frozen=True)
-class BatcherStats:
-    """A snapshot of the batcher's counters since it started.
-
-    ``dropped`` counts requests never computed (timed out, cancelled, or left
-    queued by ``close(drain=False)``); ``rejected`` counts ``Overloaded``;
-    ``pending`` is the current number of unresolved requests (the queue bound's
-    unit); ``queue_wait_ms`` is enqueue → batch start per request, and
-    ``compute_ms`` is one ``encode_fn`` call per batch.
-    """
-
-    requests: int
-    items: int
-    batches: int
-    mean_batch_size: float
-    failed_batches: int
-    dropped: int
-    rejected: int
-    pending: int
-    queue_wait_ms: Percentiles
-    compute_ms: Percentiles
-
-
-@dataclass(frozen=True)
-class BatchReport:
-    """One batch, as ``on_batch`` hears of it (in the worker thread, after the batch ran):
-    its rows, ``encode_fn``'s seconds, each newly started request's queue wait in seconds,
-    and whether it failed."""
-
-    rows: int
-    compute_s: float
-    queue_waits_s: tuple[float, ...]
-    failed: bool
-
-
-class Pending(Future):
-    """The future :meth:`DynamicBatcher.submit` returns: it resolves to the request's rows,
-    and carries what the request is (``size`` items, ``cost`` their summed cost, e.g.
-    tokens), so that a caller learns it from its own request, not from shared state."""
-
-    size: int = 0
-    cost: int = 0
-
-
-class _Request:
-    """One caller's list of items, its future, and the parts already computed."""
-
-    __slots__ = ("items", "future", "deadline", "enqueued", "parts", "remaining", "started", "dropped")
-
-    def __init__(self, items: list[Any], future: Pending, deadline: Optional[float], n_chunks: int):
-        self.items, self.future, self.deadline = items, future, deadline
-        self.enqueued = 0.0
-        self.parts: list[Optional[np.ndarray]] = [None] * n_chunks
-        self.remaining = n_chunks
-        self.started = False  # touched by the worker thread only
-        self.dropped = False
-
-
-class _Chunk:
-    """A slice ``items[start:stop]`` of a request, padded to ``cost`` tokens: the unit the queue holds."""
-
-    __slots__ = ("req", "index", "start", "stop", "rows", "cost")
-
-    def __init__(self, req: _Request, index: int, start: int, stop: int, cost: int):
-        self.req, self.index, self.start, self.stop, self.cost = req, index, start, stop, cost
-        self.rows = stop - start
-
 
 # How long a batch is held open for more requests. 0: the worker runs whatever is
 # queued as soon as it is free; requests still merge while a batch computes, and a
@@ -194,8 +101,8 @@ class DynamicBatcher:
         if max_batch_tokens is not None and cost_fn is None:
             raise OptionError("max_batch_tokens needs cost_fn (item -> token count) to measure items")
         self._encode_fn = encode_fn
-        self._max_rows = check_int("max_batch_size", max_batch_size, 1)
-        self._max_tokens = check_int("max_batch_tokens", max_batch_tokens, 1, optional=True)
+        self._budget = Budget(check_int("max_batch_size", max_batch_size, 1),
+                              check_int("max_batch_tokens", max_batch_tokens, 1, optional=True))
         self._max_wait_s = check_number("max_wait_ms", max_wait_ms, "milliseconds", optional=False) / 1000.0
         self._max_queue = check_int("max_queue", max_queue, 1)
         self._cost_fn, self._prepare_fn, self._on_batch = cost_fn, prepare_fn, on_batch
@@ -242,7 +149,7 @@ class DynamicBatcher:
             return future
         costs = [0] * len(items) if self._cost_fn is None else [self._cost(item) for item in items]
         future.cost = sum(costs)
-        spans = self._split(costs)
+        spans = self._budget.split(costs)
         req = _Request(items, future, None if timeout is None else now + timeout, len(spans))
         with self._room:
             if block:
@@ -336,30 +243,11 @@ class DynamicBatcher:
             raise OptionError(f"prepare_fn must return a list with one entry per item ({len(items)}), got {got}")
         return prepared
 
-    def _split(self, costs: list[int]) -> list[tuple[int, int, int]]:
-        """Cut a request into in-order spans ``(start, stop, max cost)`` that each fit one batch."""
-        spans, start, peak = [], 0, 0
-        for i, cost in enumerate(costs):
-            rows = i - start
-            if rows and not self._fits(rows, peak, 1, cost):
-                spans.append((start, i, peak))
-                start, peak = i, 0
-            peak = max(peak, cost)
-        spans.append((start, len(costs), peak))
-        return spans
-
     def _cost(self, item: Any) -> int:
         cost = self._cost_fn(item)  # type: ignore[misc]
         if isinstance(cost, bool) or not isinstance(cost, (int, np.integer)) or cost < 0:
             raise OptionError(f"cost_fn must return an int >= 0 (the item's token count), got {cost!r}")
         return int(cost)
-
-    def _fits(self, rows: int, peak: int, more_rows: int, cost: int) -> bool:
-        """Whether ``more_rows`` rows of ``cost`` tokens join a batch of ``rows`` rows padded to ``peak``."""
-        total = rows + more_rows
-        if total > self._max_rows:
-            return False
-        return self._max_tokens is None or max(peak, cost) * total <= self._max_tokens
 
     def _release(self, _future: Future) -> None:
         with self._room:
@@ -401,12 +289,12 @@ class DynamicBatcher:
                     if req.future.done() or (not req.started and req.deadline is not None and now >= req.deadline):
                         dead.append(self._queue.popleft())
                         continue
-                    if batch and not self._fits(rows, peak, chunk.rows, chunk.cost):
+                    if batch and not self._budget.fits(rows, peak, chunk.rows, chunk.cost):
                         full = True
                         break
                     batch.append(self._queue.popleft())
                     rows, peak = rows + chunk.rows, max(peak, chunk.cost)
-                    full = not self._fits(rows, peak, 1, peak)  # nothing more can join
+                    full = not self._budget.fits(rows, peak, 1, peak)  # nothing more can join
                 if not batch:
                     if dead or self._closed:
                         return (batch, dead, []) if dead else None
@@ -440,6 +328,40 @@ class DynamicBatcher:
 
     def _execute(self, batch: list[_Chunk]) -> None:
         """Run one batch and resolve its callers; never raises, so the worker keeps serving."""
+        live, waits = self._start(batch)
+        if not live:
+            return
+        items = [item for chunk in live for item in chunk.req.items[chunk.start:chunk.stop]]
+        t0 = time.perf_counter()
+        cause: Optional[BaseException] = None
+        try:
+            out = self._encode_fn(items)
+        except Exception as exc:
+            out, cause = None, exc
+        elapsed_s = time.perf_counter() - t0
+        if cause is None and (not isinstance(out, np.ndarray) or out.ndim < 1 or out.shape[0] != len(items)):
+            shape = getattr(out, "shape", type(out).__name__)
+            problem = f"encode_fn returned {shape} for {len(items)} items; it must return one row per item"
+        else:
+            problem = None if cause is None else f"encode_fn raised {type(cause).__name__}: {cause}"
+        with self._work:
+            self._counts["batches"] += 1
+            self._counts["batch_items"] += len(items)
+            self._counts["failed_batches"] += problem is not None
+            self._computes.append(elapsed_s * 1000.0)
+            self._waits.extend(w * 1000.0 for w in waits)
+        self._report(BatchReport(len(items), elapsed_s, tuple(waits), problem is not None))
+        if problem is not None:
+            for chunk in live:
+                if not chunk.req.future.done():
+                    error = BatchFailed(f"{self.name}: batch of {len(items)} items failed: {problem}")
+                    error.__cause__ = cause
+                    chunk.req.future.set_exception(error)
+            return
+        self._resolve(live, out, elapsed_s)
+
+    def _start(self, batch: list[_Chunk]) -> tuple[list[_Chunk], list[float]]:
+        """The chunks still wanted, marking their requests started; and the queue waits (s) of those new."""
         now = time.monotonic()
         live, late, waits = [], [], []
         for chunk in batch:
@@ -452,40 +374,16 @@ class DynamicBatcher:
                     late.append(chunk)  # cancelled while the batch was forming
                     continue
                 req.started = True
-                waits.append((now - req.enqueued) * 1000.0)
+                req.future.queue_wait_s = now - req.enqueued
+                waits.append(req.future.queue_wait_s)
             elif req.future.done():
                 continue
             live.append(chunk)
         self._drop(late, RequestTimeout, "its deadline passed before it was computed")
-        if not live:
-            return
-        items = [item for chunk in live for item in chunk.req.items[chunk.start:chunk.stop]]
-        t0 = time.perf_counter()
-        cause: Optional[BaseException] = None
-        try:
-            out = self._encode_fn(items)
-        except Exception as exc:
-            out, cause = None, exc
-        elapsed_ms = (time.perf_counter() - t0) * 1000.0
-        if cause is None and (not isinstance(out, np.ndarray) or out.ndim < 1 or out.shape[0] != len(items)):
-            shape = getattr(out, "shape", type(out).__name__)
-            problem = f"encode_fn returned {shape} for {len(items)} items; it must return one row per item"
-        else:
-            problem = None if cause is None else f"encode_fn raised {type(cause).__name__}: {cause}"
-        with self._work:
-            self._counts["batches"] += 1
-            self._counts["batch_items"] += len(items)
-            self._counts["failed_batches"] += problem is not None
-            self._computes.append(elapsed_ms)
-            self._waits.extend(waits)
-        self._report(BatchReport(len(items), elapsed_ms / 1000.0, tuple(w / 1000.0 for w in waits), problem is not None))
-        if problem is not None:
-            for chunk in live:
-                if not chunk.req.future.done():
-                    error = BatchFailed(f"{self.name}: batch of {len(items)} items failed: {problem}")
-                    error.__cause__ = cause
-                    chunk.req.future.set_exception(error)
-            return
+        return live, waits
+
+    def _resolve(self, live: list[_Chunk], out: np.ndarray, elapsed_s: float) -> None:
+        """Hand each chunk its rows; a request whose last chunk this was gets its result."""
         self._empty = np.empty((0, *out.shape[1:]), out.dtype)
         offset = 0
         for chunk in live:
@@ -495,6 +393,7 @@ class DynamicBatcher:
             # Copy a shared batch so that no caller's array pins the others' rows.
             req.parts[chunk.index] = part if len(live) == 1 else part.copy()
             req.remaining -= 1
+            req.future.compute_s += elapsed_s
             if req.remaining == 0:
                 result = req.parts[0] if len(req.parts) == 1 else np.concatenate(req.parts, axis=0)
                 req.parts = []

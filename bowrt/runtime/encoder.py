@@ -31,7 +31,9 @@ from bowrt.errors import OptionError
 from bowrt.options import check_bool, check_choice, check_int
 from bowrt.runtime import host, selfcheck
 from bowrt.runtime.batcher import DynamicBatcher
-from bowrt.runtime.session import GPU_PROVIDERS, SHORT, Session, build_providers, physical_cores
+from bowrt.runtime.host import physical_cores
+from bowrt.runtime.providers import GPU_PROVIDERS, SHORT, build_providers
+from bowrt.runtime.session import Session
 from bowrt.runtime.tokenize import KINDS, Kind, TextTokenizer, Tokens, tokenize, validate_passages, validate_queries
 
 # Token budget per batch, padding included (rows x longest row). CPU: measured

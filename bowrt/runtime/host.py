@@ -18,7 +18,9 @@ How the ISA is known, with no dependency beyond the standard library:
 from __future__ import annotations
 
 import functools
+import os
 import platform
+from pathlib import Path
 from typing import Any
 
 from bowrt.bundle import INT8_ISAS, INT32_ISAS, MODEL_FILE, Manifest
@@ -175,3 +177,42 @@ def select_graph(manifest: Manifest) -> str:
         "bundle's weights can overflow: its vectors would be silently wrong. Re-export it with "
         "bowrt >= 0.2 (it adds a graph exact on every ISA), or use its fp32 bundle."
     )
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads are not counted).
+
+    ORT's matmuls gain nothing from a core's second hyper-thread and lose to
+    the contention, so one intra-op thread per physical core. Read from
+    ``/proc/cpuinfo`` (distinct ``physical id``/``core id`` pairs of the CPUs in
+    our affinity mask) and capped by a cgroup v2 CPU quota; ``os.cpu_count()``
+    where that information is missing (macOS, Windows).
+    """
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = None
+    cores: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            blocks = f.read().split("\n\n")
+    except OSError:
+        blocks = []
+    for block in blocks:
+        fields = {}
+        for line in block.splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+        if "processor" not in fields or "core id" not in fields:
+            continue
+        if allowed is not None and fields["processor"].isdigit() and int(fields["processor"]) not in allowed:
+            continue
+        cores.add((fields.get("physical id", "0"), fields["core id"]))
+    n = len(cores) or (len(allowed) if allowed else None) or os.cpu_count() or 1
+    try:  # a container limited with --cpus: "quota period" or "max period"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)

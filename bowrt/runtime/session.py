@@ -1,11 +1,9 @@
-"""One ONNX Runtime session: providers, session options, feeds, IO binding.
+"""One ONNX Runtime session: session options, the one session builder, feeds, IO binding.
 
-Providers are chosen explicitly and checked: a provider asked for by name that
-this onnxruntime build lacks is an error naming what is available, and after
-the session is built we check that the first asked-for provider really took
-(ORT's Python API otherwise falls back to CPU with only a log line).
-:func:`build_providers` is pure so that the GPU configuration is unit-tested
-on machines without a GPU.
+Which providers are asked for, with which options, is providers.py. After the session
+is built, :class:`Session` checks that the first asked-for provider really took (ORT's
+Python API otherwise falls back to CPU with only a log line). :func:`ort_session` is the
+only place in bowrt, its benchmarks and scripts that builds an ``InferenceSession``.
 """
 
 from __future__ import annotations
@@ -21,18 +19,8 @@ import numpy as np
 import onnxruntime as ort
 
 from bowrt.bundle import MODEL_FILE, Manifest
-from bowrt.errors import BundleFormatError, OptionError, ProviderUnavailableError
-
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
-# Short names a caller may use; the full ORT names are accepted too.
-PROVIDERS = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT, "trt": TENSORRT}
-SHORT = {CPU: "cpu", CUDA: "cuda", TENSORRT: "tensorrt"}
-GPU_PROVIDERS = (CUDA, TENSORRT)
-# What each provider needs below it for the nodes it cannot run (ORT assigns a
-# node to the first provider in the list that implements it).
-FALLBACKS = {TENSORRT: (CUDA, CPU), CUDA: (CPU,), CPU: ()}
+from bowrt.errors import BundleFormatError, ProviderUnavailableError
+from bowrt.runtime.providers import CPU, GPU_PROVIDERS, SHORT, TENSORRT
 
 # The graph inputs the runtime knows how to feed.
 FEEDABLE = ("input_ids", "attention_mask", "token_type_ids")
@@ -47,165 +35,6 @@ ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 # fusing them back. On CUDA/TensorRT nothing is turned off, so ORT re-fuses for its GPU
 # kernel. The export writes the contract (bowrt/bundle.py: CPU_REWRITE_CONTRACT).
 LEGACY_CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
-
-# TensorRT optimization profile: the batch the engine is tuned for.
-TRT_OPT_BATCH = 32
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads are not counted).
-
-    ORT's matmuls gain nothing from a core's second hyper-thread and lose to
-    the contention, so one intra-op thread per physical core. Read from
-    ``/proc/cpuinfo`` (distinct ``physical id``/``core id`` pairs of the CPUs in
-    our affinity mask) and capped by a cgroup v2 CPU quota; ``os.cpu_count()``
-    where that information is missing (macOS, Windows).
-    """
-    try:
-        allowed = os.sched_getaffinity(0)
-    except (AttributeError, OSError):
-        allowed = None
-    cores: set[tuple[str, str]] = set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            blocks = f.read().split("\n\n")
-    except OSError:
-        blocks = []
-    for block in blocks:
-        fields = {}
-        for line in block.splitlines():
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-        if "processor" not in fields or "core id" not in fields:
-            continue
-        if allowed is not None and fields["processor"].isdigit() and int(fields["processor"]) not in allowed:
-            continue
-        cores.add((fields.get("physical id", "0"), fields["core id"]))
-    n = len(cores) or (len(allowed) if allowed else None) or os.cpu_count() or 1
-    try:  # a container limited with --cpus: "quota period" or "max period"
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
-
-
-def resolve_provider_names(requested: str | Sequence[str] | None, available: Sequence[str]) -> list[str]:
-    """Names (short or ORT) -> ORT names in preference order, fallbacks added.
-
-    ``None`` picks the best available: CUDA then CPU when this onnxruntime has
-    CUDA, else CPU (TensorRT only when asked for: its engine build takes
-    minutes). Every provider named must be available; the fallbacks each one
-    needs below it (TensorRT -> CUDA -> CPU) are added when available.
-    """
-    if requested is None:
-        asked = [CUDA] if CUDA in available else [CPU]
-    else:
-        items = [requested] if isinstance(requested, str) else requested
-        if not isinstance(items, Sequence) or not items or not all(isinstance(p, str) for p in items):
-            raise OptionError(f"providers must be a name or a list of names out of {sorted(PROVIDERS)}, got {requested!r}")
-        asked = []
-        for p in items:
-            name = PROVIDERS.get(p.lower()) or (p if p.endswith("ExecutionProvider") else None)
-            if name is None:
-                raise OptionError(f"unknown provider {p!r}; valid: {', '.join(sorted(PROVIDERS))}")
-            asked.append(name)
-        missing = [p for p in asked if p not in available]
-        if missing:
-            hint = " (install onnxruntime-gpu: pip install bowrt[gpu])" if any(p in GPU_PROVIDERS for p in missing) else ""
-            raise ProviderUnavailableError(
-                f"provider {', '.join(SHORT.get(p, p) for p in missing)} asked for but not available in this "
-                f"onnxruntime {ort.__version__}{hint}; available: {', '.join(available)}"
-            )
-    out: list[str] = []
-    for p in asked:
-        for q in (p, *FALLBACKS.get(p, ())):
-            if q not in out and (q == p or q in available):
-                out.append(q)
-    return out
-
-
-def _shapes(names: Sequence[str], batch: int, seq: int) -> str:
-    # ORT's TensorRT EP format: "input1:d0xd1,input2:d0xd1" (like trtexec --minShapes).
-    return ",".join(f"{n}:{batch}x{seq}" for n in names)
-
-
-def trt_cache_dir(manifest: Manifest, bundle_dir: Path, cache_dir: str | os.PathLike[str] | None) -> Path:
-    """Where TensorRT engines and timing caches go: next to the bundle, never in it.
-
-    The bundle stays immutable (it is checksummed and copied around); engines are
-    specific to a GPU and a TensorRT version, so they are built on the host. A
-    subfolder per model sha256 keeps a re-exported bundle at the same path from
-    picking up a stale engine.
-    """
-    base = Path(cache_dir) if cache_dir is not None else bundle_dir.parent / f"{bundle_dir.name}.trt-cache"
-    sha = manifest.files.get(MODEL_FILE, {}).get("sha256", "unknown")[:16]
-    return base.absolute() / sha
-
-
-def build_providers(
-    requested: str | Sequence[str] | None,
-    manifest: Manifest,
-    available: Sequence[str],
-    bundle_dir: str | os.PathLike[str],
-    cache_dir: str | os.PathLike[str] | None = None,
-    device_id: int = 0,
-    *,
-    max_batch_size: int = 256,
-) -> list[tuple[str, dict[str, str]]]:
-    """The ORT providers and their options, in order. Pure: touches no file.
-
-    Option values are strings, which every ORT version parses the same way.
-    """
-    names = resolve_provider_names(requested, available)
-    bundle_dir = Path(bundle_dir)
-    rules = manifest.text
-    out: list[tuple[str, dict[str, str]]] = []
-    for name in names:
-        if name == CPU:
-            out.append((CPU, {}))
-        elif name == CUDA:
-            out.append((CUDA, {
-                "device_id": str(device_id),
-                # Grow the GPU arena by what is asked, not to the next power of two:
-                # batch shapes vary, and power-of-two growth strands up to half of it.
-                "arena_extend_strategy": "kSameAsRequested",
-                # Copies on the compute stream: separate streams can race (ORT #4829).
-                "do_copy_in_default_stream": "1",
-                # BERT has no Conv; an exhaustive cuDNN search would only cost time
-                # should a foreign graph have one.
-                "cudnn_conv_algo_search": "HEURISTIC",
-                # The fp32 bundle means fp32: TF32 matmuls would cost ~3 digits of
-                # parity with PyTorch. Speed is what the fp16 bundle is for.
-                "use_tf32": "0" if manifest.variant == "fp32" else "1",
-            }))
-        elif name == TENSORRT:
-            cache = str(trt_cache_dir(manifest, bundle_dir, cache_dir))
-            inputs = manifest.input_names
-            longest = max(rules.passage_max_length, rules.query_max_length)
-            opt_seq = max(1, rules.passage_max_length // 2)
-            opt_batch = min(TRT_OPT_BATCH, max_batch_size)
-            out.append((TENSORRT, {
-                "device_id": str(device_id),
-                "trt_fp16_enable": "True" if manifest.variant == "fp16" else "False",
-                # bowrt's int8 is dynamic (DynamicQuantizeLinear/MatMulInteger): TensorRT
-                # would need a calibration table for it, so its int8 mode stays off.
-                "trt_int8_enable": "False",
-                "trt_engine_cache_enable": "True",
-                "trt_engine_cache_path": cache,
-                "trt_timing_cache_enable": "True",
-                "trt_timing_cache_path": cache,
-                # One profile covering every shape the batch planner can produce:
-                # rows <= max_batch_size, tokens <= the manifest's longest max length.
-                "trt_profile_min_shapes": _shapes(inputs, 1, 1),
-                "trt_profile_opt_shapes": _shapes(inputs, opt_batch, opt_seq),
-                "trt_profile_max_shapes": _shapes(inputs, max_batch_size, longest),
-            }))
-        else:  # a full ORT name we do not tune (e.g. OpenVINOExecutionProvider): ORT's defaults
-            out.append((name, {}))
-    return out
-
 
 def disabled_optimizers(provider_names: Sequence[str], manifest: Manifest | None = None) -> list[str]:
     """The ORT optimizers to turn off for a session whose providers are ``provider_names``:
@@ -325,17 +154,7 @@ class Session:
         self.device_id = device_id
         self.hidden = manifest.hidden_size
         self._feeds = self._plan_feeds()
-        outs = self.session.get_outputs()
-        names = [o.name for o in outs]
-        if manifest.output_name not in names:
-            raise BundleFormatError(f"the graph has no output {manifest.output_name!r} (it has {names})")
-        out = outs[names.index(manifest.output_name)]
-        static_dim_wrong = len(out.shape) == 2 and isinstance(out.shape[1], int) and out.shape[1] != self.hidden
-        if len(out.shape) != 2 or static_dim_wrong:
-            raise BundleFormatError(
-                f"output {out.name!r} has shape {out.shape}; the runtime expects [batch, {self.hidden}] "
-                "(pooling inside the graph, hidden size as in the manifest)"
-            )
+        out = self._check_output(manifest.output_name)
         self.output_name = out.name
         self._out_dtype = ORT_FLOAT_TYPES.get(out.type, np.float32)
         if io_binding is None:
@@ -349,6 +168,20 @@ class Session:
             self._out_buf = ort.OrtValue.ortvalue_from_shape_and_type(
                 (max_batch_size, self.hidden), self._out_dtype, self._device, device_id
             )
+
+    def _check_output(self, name: str) -> Any:  # an onnxruntime.NodeArg
+        outs = self.session.get_outputs()
+        names = [o.name for o in outs]
+        if name not in names:
+            raise BundleFormatError(f"the graph has no output {name!r} (it has {names})")
+        out = outs[names.index(name)]
+        static_dim_wrong = len(out.shape) == 2 and isinstance(out.shape[1], int) and out.shape[1] != self.hidden
+        if len(out.shape) != 2 or static_dim_wrong:
+            raise BundleFormatError(
+                f"output {out.name!r} has shape {out.shape}; the runtime expects [batch, {self.hidden}] "
+                "(pooling inside the graph, hidden size as in the manifest)"
+            )
+        return out
 
     def _plan_feeds(self) -> list[tuple[str, Any]]:
         feeds = []
