@@ -39,6 +39,8 @@ U8_MODEL_FILE = "model.u8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 
 VARIANTS = ("fp32", "fp16", "int8")
+# The two kinds of text, each with its own rules (TextRules: max length, formatting).
+KINDS = ("query", "passage")
 POOLINGS = ("cls", "mean")
 
 # The CPU kernel families ONNX Runtime's int8 GEMM dispatches to (how each one adds up

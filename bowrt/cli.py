@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bowrt.bundle import KINDS
 from bowrt.errors import BowrtError, OptionError
 
 
@@ -260,7 +261,7 @@ def _add_encode(sub: Any) -> None:
     s.add_argument("bundle")
     s.add_argument("input", help="JSONL (id, text, title), TSV (id, text, title; DPR psgs_w100) or plain lines")
     s.add_argument("-o", "--out", required=True, help="output folder (rerun with the same folder to resume)")
-    s.add_argument("--kind", choices=("passage", "query"), default="passage")
+    s.add_argument("--kind", choices=KINDS, default="passage")
     s.add_argument("--format", choices=("auto", "jsonl", "tsv", "lines"), default="auto")
     s.add_argument("--shard-size", type=int, default=50_000, metavar="N", help="vectors per shard (default %(default)s)")
     s.add_argument("--dtype", choices=("float32", "float16"), default="float32")

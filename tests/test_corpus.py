@@ -226,7 +226,7 @@ def test_settings_are_one_checked_frozen_object(enc, tmp_path):
         s.kind = "passage"
     with pytest.raises(TypeError):
         CorpusSettings("query")  # keyword-only
-    for bad, match in (({"kind": "doc"}, "kind must be one of passage, query"), ({"shard_size": True}, "shard_size"),
+    for bad, match in (({"kind": "doc"}, "kind must be one of query, passage"), ({"shard_size": True}, "shard_size"),
                        ({"fmt": "csv"}, "fmt"), ({"overwrite": "yes"}, "overwrite must be True or False")):
         with pytest.raises(OptionError, match=match):
             CorpusSettings(**bad)

@@ -6,13 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from bowrt.bundle import KINDS
 from bowrt.errors import OptionError
 from bowrt.options import check_bool, check_choice, check_int
 
 FORMATS = ("auto", "jsonl", "tsv", "lines")
 DTYPES = ("float32", "float16")
 ON_ERROR = ("skip", "stop")
-KINDS = ("passage", "query")
 DEFAULT_SHARD_SIZE = 50_000  # 150 MB of float32 768-d vectors a shard
 ENCODE_CHUNK = 4096  # texts per Encoder call: bounds token-id memory, still long enough to sort by length
 

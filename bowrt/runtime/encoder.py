@@ -34,7 +34,16 @@ from bowrt.runtime.batcher import DynamicBatcher
 from bowrt.runtime.host import physical_cores
 from bowrt.runtime.providers import GPU_PROVIDERS, SHORT, build_providers
 from bowrt.runtime.session import Session
-from bowrt.runtime.tokenize import KINDS, Kind, TextTokenizer, Tokens, tokenize, validate_passages, validate_queries
+from bowrt.runtime.tokenize import (
+    KINDS,
+    Kind,
+    TextTokenizer,
+    Tokens,
+    pad_batch,
+    tokenize,
+    validate_passages,
+    validate_queries,
+)
 
 # Token budget per batch, padding included (rows x longest row). CPU: measured
 # with `python benchmarks/budget_sweep.py --budgets 384,512,768,1024,2048
@@ -76,17 +85,6 @@ def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: 
     if cur:
         batches.append(cur)
     return batches
-
-
-def pad_batch(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token id rows to the longest one: ``(input_ids, attention_mask)``, int64."""
-    longest = max(len(r) for r in rows)
-    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), longest), dtype=np.int64)
-    for r, seq in enumerate(rows):
-        ids[r, : len(seq)] = seq
-        mask[r, : len(seq)] = 1
-    return ids, mask
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,19 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
+
+import numpy as np
 
 from tokenizers import Tokenizer
 
+from bowrt.bundle import KINDS as BUNDLE_KINDS
 from bowrt.bundle import TextRules
 from bowrt.errors import BundleFormatError, InputError, InputTypeError
 
 Kind = Literal["query", "passage"]
-KINDS: tuple[Kind, ...] = ("query", "passage")
+KINDS: tuple[Kind, ...] = BUNDLE_KINDS  # type: ignore[assignment]
 # Second, longer prefix for texts the character cap cannot prove exact (see TextTokenizer).
 FALLBACK_FACTOR = 8
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -47,6 +51,18 @@ class Tokens:
     @property
     def lengths(self) -> list[int]:
         return [len(row) for row in self.ids]
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int = 0, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id rows: ``(input_ids, attention_mask)``, int64. To the longest row
+    (the runtime: never to the max length), or to ``length`` (Triton's fixed shapes)."""
+    width = max((len(r) for r in rows), default=0) if length is None else length
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for r, seq in enumerate(rows):
+        ids[r, : len(seq)] = seq
+        mask[r, : len(seq)] = 1
+    return ids, mask
 
 
 # --- validation and text rules ---------------------------------------------------

@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from bowrt.atomic import atomic_folder
-from bowrt.bundle import MANIFEST, MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest, verify_bundle
+from bowrt.bundle import KINDS, MANIFEST, MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest, verify_bundle
 from bowrt.errors import BundleFormatError, OptionError
-from bowrt.options import check_int
+from bowrt.options import check_choice, check_int
 
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16"}
-KINDS = ("cpu", "gpu")
+INSTANCE_KINDS = ("cpu", "gpu")  # Triton instance_group kinds
 PASSAGE_BUCKET = 64  # client-side padding granularity for passages (queries: their max length)
 TRT_OPT_BATCH = 32
 TRT_WORKSPACE_BYTES = 1 << 30
@@ -121,8 +121,7 @@ def export_triton(bundle: str | os.PathLike[str], out_repo: str | os.PathLike[st
     folder is refused unless ``force``; the new one is built aside and renamed
     into place, so Triton polling the repository never sees half a model.
     """
-    if kind not in KINDS:
-        raise OptionError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    check_choice("kind", kind, INSTANCE_KINDS)
     check_int("max_batch_size", max_batch_size)
     check_int("instances", instances)
     check_int("max_queue_delay_us", max_queue_delay_us, 0)
@@ -150,22 +149,17 @@ def triton_inputs(model_dir: str | os.PathLike[str], texts: Sequence[Any], kind:
     Queries are padded to the query max length; passages to the next multiple of
     ``PASSAGE_BUCKET``. Returns ``{input name: int64 [n, length]}``; the row order is kept.
     """
-    from bowrt.runtime.tokenize import TextTokenizer, validate_passages, validate_queries
+    from bowrt.runtime.tokenize import TextTokenizer, pad_batch, validate_passages, validate_queries
 
     model_dir = Path(model_dir)
     m = read_manifest(model_dir)
-    if kind not in ("query", "passage"):
-        raise OptionError(f"kind must be query or passage, got {kind!r}")
+    check_choice("kind", kind, KINDS)
     max_len = m.text.query_max_length if kind == "query" else m.text.passage_max_length
     tok = TextTokenizer(model_dir / TOKENIZER_FILE, max_len)
     rows = tok.encode(validate_queries(texts, m.text) if kind == "query" else validate_passages(texts, m.text))
     longest = max((len(r) for r in rows), default=1)
     length = max_len if kind == "query" else min(max_len, -(-longest // PASSAGE_BUCKET) * PASSAGE_BUCKET)
-    ids = np.full((len(rows), length), tok.pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), length), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-        mask[i, : len(r)] = 1
+    ids, mask = pad_batch(rows, tok.pad_id, length)
     feeds = {"input_ids": ids, "attention_mask": mask}
     missing = [n for n in m.input_names if n not in feeds]
     if missing:
