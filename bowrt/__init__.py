@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from bowrt.errors import BowrtError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["BowrtError", "Encoder", "__version__"]
 
 if TYPE_CHECKING:
