@@ -74,7 +74,7 @@ class _Search:
     """Builds and measures the search's graphs, all at ``path``, from one calibration and
     one set of rounded weights; ``modes`` is the current plan, changed as nodes move."""
 
-    def __init__(self, fused: Path, path: Path, cal: CalibrationSet, stats: CalibrationStats,
+    def __init__(self, fused: Path, path: Path, *, cal: CalibrationSet, stats: CalibrationStats,
                  alphas: dict[str, float | None], modes: dict[str, str], targets: list[Target], log: Log) -> None:
         self.fused, self.path, self.cal, self.stats = fused, path, cal, stats
         self.alphas, self.modes, self.targets, self.log = alphas, modes, targets, log
@@ -137,7 +137,7 @@ def search_int8(
     alphas, modes = choose_plan(model, stats, tolerance=settings.static_tolerance)
     target = search_target(gates)
     max_fp32 = max(1, round(len(targets) * parity.INT8_MAX_FP32_FRACTION))
-    s = _Search(fused, path, cal, stats, alphas, modes, targets, log)
+    s = _Search(fused, path, cal=cal, stats=stats, alphas=alphas, modes=modes, targets=targets, log=log)
 
     log(f"  rounding the weights of {len(targets)} nodes (GPTQ) ...")
     keep: list[str] = []
