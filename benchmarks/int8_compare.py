@@ -131,7 +131,7 @@ def agreement(model: str, pooling: str, work: Path) -> tuple[dict[str, dict[str,
     src, tok, paths = build(model, work, pooling)
     export_model(model, work / "bundle", ("int8",), pooling=pooling, force=True, log=lambda _m: None)
     paths = {**paths, EXPORTED: work / "bundle" / "int8" / "model.onnx"}
-    probe = pipeline._Probe(src, tok, TextRules())
+    probe = parity.Probe(src, tok, TextRules())
     out = {}
     for name, path in paths.items():
         run = probes.ort_runner(str(path))

@@ -34,7 +34,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
 # An int8 bundle's second graph: the same integers with u8 weights, for CPUs whose
-# u8 x s8 kernel saturates (bowrt/export/int8_isa.py); the runtime picks at load.
+# u8 x s8 kernel saturates (bowrt/export/int8/isa.py); the runtime picks at load.
 U8_MODEL_FILE = "model.u8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -44,7 +44,7 @@ KINDS = ("query", "passage")
 POOLINGS = ("cls", "mean")
 
 # The CPU kernel families ONNX Runtime's int8 GEMM dispatches to (how each one adds up
-# u8 x s8 products: bowrt/export/int8_isa.py). An int8 manifest maps, in
+# u8 x s8 products: bowrt/export/int8/isa.py). An int8 manifest maps, in
 # ``quantization.graphs``, each of its graph files to the ISAs it is exact on.
 INT8_ISAS = ("sse", "avx2", "avx512", "avx_vnni", "avx512_vnni", "amx", "arm64")
 # Those that accumulate every product in int32: exact for any int8 weights. The others

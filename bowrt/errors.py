@@ -54,6 +54,15 @@ class ParityGateError(ExportError):
     """A variant's numbers against PyTorch fell below its gate."""
 
 
+class ExportOutputExistsError(ExportError, BundleError):
+    """The export's output folder already exists and replacing it was not asked for."""
+
+
+class UnsupportedGraphError(ExportError, ValueError):
+    """The exported graph has a form the int8 rewrite cannot handle (an operator option,
+    a missing input, an unexpected pattern, an opset too old)."""
+
+
 # --- runtime -----------------------------------------------------------------
 class InputError(BowrtError, ValueError):
     """An input item is unusable (wrong shape of pair/dict, too long before tokenizing, ...)."""
@@ -77,6 +86,19 @@ class BatcherClosed(BowrtError, RuntimeError):
 
 class OptionError(BowrtError, ValueError):
     """An unknown or invalid option; the message lists the valid ones."""
+
+
+# Export options: both an ExportError (the export failed) and an OptionError (bad option).
+class ExportOptionError(ExportError, OptionError):
+    """An export option is unknown or invalid (a variant, a text set); the message lists the valid ones."""
+
+
+class GateSpecError(ExportOptionError):
+    """A ``--gate`` override is not ``VARIANT.METRIC=VALUE`` with a known variant and metric."""
+
+
+class Int8SettingsError(ExportOptionError):
+    """An int8 setting (method, static tolerance, rounding, activation mode) is invalid."""
 
 
 class BatchFailed(BowrtError, RuntimeError):

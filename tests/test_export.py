@@ -17,6 +17,11 @@ from bowrt.errors import (
     BundleError,
     BundleFormatError,
     BundleMissingFileError,
+    ExportError,
+    ExportOptionError,
+    ExportOutputExistsError,
+    GateSpecError,
+    Int8SettingsError,
     ModelNotFoundError,
     OptionError,
     ParityGateError,
@@ -321,6 +326,55 @@ def test_failed_gate_writes_nothing(tiny_model_dir, tmp_path):
 def test_bad_gate_spec(tiny_model_dir, tmp_path):
     with pytest.raises(OptionError, match="VARIANT.METRIC=VALUE"):
         export_model(str(tiny_model_dir), tmp_path / "out", ("fp32",), gates=["nonsense"], log=lambda _m: None)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"variants": ("fp8",)}, ExportOptionError, "fp32, fp16, int8"),
+    ({"gates": ["int8.nonsense=1"]}, GateSpecError, "unknown metric"),
+    ({"int8_method": "magic"}, Int8SettingsError, "smoothquant"),
+    ({"int8_static_tolerance": -1.0}, Int8SettingsError, "static tolerance"),
+])
+def test_bad_export_options_are_typed_export_errors_before_the_model_loads(kwargs, error, match, tmp_path, capsys):
+    """Each is an ExportError (and still an OptionError), raised before anything is loaded
+    ("no/such-model" would fail to load), and the CLI prints it in one line."""
+    args = {"variants": ("int8",), **kwargs}
+    with pytest.raises(error, match=match) as raised:
+        export_model("no/such-model", tmp_path / "out", args.pop("variants"), log=lambda _m: None, **args)
+    assert isinstance(raised.value, ExportError) and isinstance(raised.value, OptionError)
+    from bowrt.cli import main
+
+    assert main(["export", "no/such-model", "-o", str(tmp_path / "out"), "--gate", "int8.nonsense=1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bowrt: error: gate 'int8.nonsense=1': unknown metric") and "Traceback" not in err
+
+
+def test_existing_output_is_an_export_error(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ExportOutputExistsError, match="--force") as raised:
+        export_model("no/such-model", tmp_path / "out", ("fp32",), log=lambda _m: None)
+    assert isinstance(raised.value, ExportError) and isinstance(raised.value, BundleError)
+
+
+def test_int8_graph_rewrite_refuses_bad_settings_with_typed_errors(tmp_path):
+    from bowrt.export.int8 import quantize_smooth
+    from bowrt.export.probes import load_text_set as texts
+
+    with pytest.raises(Int8SettingsError, match="unknown rounding 'fast'; valid: gptq, nearest"):
+        quantize_smooth(tmp_path / "fused.onnx", tmp_path / "int8.onnx", None, rounding="fast")
+    with pytest.raises(ExportOptionError, match="probes, calibration"):
+        texts("training")
+
+
+def test_every_variant_has_a_build_step_and_the_export_runs_the_runtime_session_builder():
+    from bowrt.bundle import VARIANTS
+    from bowrt.export.pipeline import VARIANT_STEPS
+
+    assert set(VARIANT_STEPS) == set(VARIANTS)
+    # One session builder (runtime/session.py: ort_session) for everything the export measures.
+    import bowrt.export
+
+    export_dir = Path(bowrt.export.__file__).parent
+    assert not [p for p in export_dir.rglob("*.py") if "InferenceSession(" in p.read_text(encoding="utf-8")]
 
 
 def test_not_a_model_folder(tmp_path):

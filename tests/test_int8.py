@@ -15,8 +15,9 @@ from bowrt import Encoder
 from bowrt.bundle import read_manifest
 from bowrt.errors import OptionError
 from bowrt.export import export_model, int8
+from bowrt.export.int8 import best_step
+from bowrt.export.int8.builder import GraphBuilder
 from bowrt.export.parity import cosines, overlap_at_k
-from bowrt.export.pipeline import best_step
 from bowrt.export.probes import load_text_set
 from tests.reference import torch_reference
 
@@ -184,7 +185,7 @@ def test_standard_dynamic_int8_is_not_batch_invariant(minilm_dir, tmp_path):
         assert_batch_invariant(tmp_path / "b" / "int8")
 
 
-def _run_block(b: int8._Builder, k: int, x: np.ndarray) -> np.ndarray:
+def _run_block(b: GraphBuilder, k: int, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -207,8 +208,8 @@ def test_per_token_matmul_on_its_own_graph(unsigned):
     k, n = 16, 8
     w = np.random.default_rng(0).normal(size=(k, n)).astype(np.float32)
     w_q, w_scale = int8.round_weights(w)
-    b = int8._Builder("ids")
-    b.per_token_matmul("p", "x", w_q, w_scale, unsigned, "y")
+    b = GraphBuilder("ids")
+    b.per_token_matmul("p", "x", w_q, w_scale, unsigned=unsigned, out="y")
     x = np.random.default_rng(1).normal(size=(2, 3, k)).astype(np.float32)
     x = np.abs(x) if unsigned else x
     x[1, 1] = 0.0
@@ -229,8 +230,8 @@ def test_static_matmul_on_its_own_graph():
     s = rng.uniform(0.5, 2.0, k).astype(np.float32)
     w_q, w_scale = int8.round_weights(w * s[:, None])
     a = 0.02
-    b = int8._Builder("ids")
-    b.static_matmul("p", "x", w_q, w_scale, s, a, "y")
+    b = GraphBuilder("ids")
+    b.static_matmul("p", "x", w_q, w_scale, smooth=s, a=a, out="y")
     x = rng.normal(size=(2, 3, k)).astype(np.float32)
     x[0, 2, 5] = 50.0  # far beyond 127 * a * s_5: saturates at the top of the range
     y = _run_block(b, k, x)

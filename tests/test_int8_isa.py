@@ -1,7 +1,7 @@
 """int8 that is exact on every CPU (issue 16).
 
 ONNX Runtime's u8 x s8 kernels on x86 without VNNI add the products of adjacent input
-channels in a saturating int16 (bowrt/export/int8_isa.py). An int8 bundle therefore
+channels in a saturating int16 (bowrt/export/int8/isa.py). An int8 bundle therefore
 ships its u8 x s8 graph (exact where products accumulate in int32) and, when its
 weights can overflow a pair, a u8 x u8 twin holding the same integers (exact
 everywhere); the runtime measures the host's kernel and picks. These tests prove it
@@ -34,7 +34,7 @@ from bowrt.bundle import (
     read_manifest,
 )
 from bowrt.errors import HostUnsupportedError, NumericsError
-from bowrt.export import int8_isa
+from bowrt.export.int8 import isa as int8_isa
 from bowrt.export.probes import load_text_set
 from bowrt.runtime import host
 from bowrt.runtime.session import Session

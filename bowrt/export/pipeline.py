@@ -1,18 +1,18 @@
 """export_model: source model -> verified bundles, one folder per variant.
 
 Steps: load (source.py) -> torch.onnx (to_onnx.py) -> fuse (optimize.py) ->
-variant graphs (fp16.py, int8.py) -> parity against PyTorch on the probe set
-(parity.py) -> gates -> atomic bundle write (bundle.py).
+variant graphs (``VARIANT_STEPS``: optimize.py, fp16.py, int8/) -> parity against
+PyTorch on the probe set (parity.py) -> gates -> atomic bundle write (bundle.py).
 """
 
 from __future__ import annotations
 
-import math
 import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,10 @@ from bowrt.bundle import (
     TextRules,
     write_bundle,
 )
-from bowrt.errors import BundleError, ExportError, OptionError, ParityGateError
-from bowrt.export import fp16, int8, int8_isa, optimize, parity, probes, source, to_onnx
+from bowrt.errors import ExportError, ExportOptionError, ExportOutputExistsError, ParityGateError
+from bowrt.export import fp16, int8, optimize, parity, probes, source, to_onnx
+from bowrt.export.int8 import isa
+from bowrt.export.parity import Probe
 from bowrt.runtime import host
 
 Log = Callable[[str], None]
@@ -74,7 +76,7 @@ def parse_variants(variants: str | list[str] | tuple[str, ...]) -> tuple[str, ..
     items = [v for v in items if v]
     unknown = [v for v in items if v not in VARIANTS]
     if unknown or not items:
-        raise OptionError(f"unknown variant(s) {unknown or items}; valid: {', '.join(VARIANTS)}")
+        raise ExportOptionError(f"unknown variant(s) {unknown or items}; valid: {', '.join(VARIANTS)}")
     return tuple(dict.fromkeys(items))
 
 
@@ -86,70 +88,6 @@ def _save_tokenizer(src: source.Source, path: Path) -> Any:
     tok.no_truncation()
     tok.save(str(path))
     return tok
-
-
-class _Probe:
-    """Probe ids and the PyTorch reference vectors, computed once for all variants."""
-
-    def __init__(self, src: source.Source, tokenizer: Any, rules: TextRules) -> None:
-        self.texts = probes.load_text_set("probes")
-        self.q_ids, self.p_ids = probes.tokenized(tokenizer, self.texts, rules)
-        ref = probes.torch_runner(src.model, src.pooling)
-        self.ref_q = probes.encode_ids(ref, self.q_ids)
-        self.ref_p = probes.encode_ids(ref, self.p_ids)
-
-    def measure(self, model_path: Path) -> dict[str, Any]:
-        run = probes.ort_runner(str(model_path))
-        q = probes.encode_ids(run, self.q_ids)
-        p = probes.encode_ids(run, self.p_ids)
-        metrics: dict[str, Any] = parity.compare(self.ref_q, self.ref_p, q, p)
-        # Batch invariance: every probe text alone vs inside its padded batch of 16.
-        alone = np.concatenate([probes.encode_ids(run, [ids]) for ids in self.q_ids + self.p_ids])
-        metrics["batch_invariance_min_cosine"] = float(parity.cosines(alone, np.concatenate([q, p])).min())
-        return metrics
-
-    def numerics(self, model_path: Path, variant: str, gate: dict[str, float], dst: Path) -> dict[str, Any]:
-        """The self-check a host runs on the bundle (``bowrt verify --numerics``): a few
-        probe texts, their PyTorch fp32 vectors and this graph's own vectors on this
-        host, written to ``dst``; returns the manifest's description of them."""
-        qi, pi = numerics_texts(self.q_ids, self.p_ids)
-        run = probes.ort_runner(str(model_path))
-        bundle = np.concatenate([probes.encode_ids(run, [self.q_ids[i] for i in qi]),
-                                 probes.encode_ids(run, [self.p_ids[i] for i in pi])])
-        pytorch = np.concatenate([self.ref_q[qi], self.ref_p[pi]])
-        np.savez(dst, pytorch=pytorch.astype(np.float32), bundle=bundle.astype(np.float32))
-        return {
-            "file": NUMERICS_FILE,
-            "queries": [self.texts.queries[i] for i in qi],
-            "passages": [list(self.texts.passages[i]) for i in pi],
-            # Against PyTorch: the variant's gate. Against this graph's vectors on the
-            # export host: the same vectors to float rounding (every ISA computes the same
-            # integers; float kernels differ in the last bits).
-            "min_cosine": gate.get("min_cosine", 0.0),
-            "host_min_cosine": HOST_AGREEMENT[variant],
-        }
-
-
-# The self-check: how many probe texts, and how close a host must come to the export
-# host's vectors, per variant. Float kernels differ by ISA in the last bits; int8 also
-# re-rounds a per-token activation wherever such a difference crosses a rounding step.
-# Measured on MiniLM's self-check texts, an emulated AVX2 CPU against the AMX export host:
-# the int8 twin (the same integers) 1 - cos = 9.5e-5; the u8 x s8 graph, whose pairs
-# saturate there, 3.6e-3. 1e-3 lies 10x above the one and 3.6x below the other.
-NUMERICS_QUERIES = 4
-NUMERICS_PASSAGES = 4
-HOST_AGREEMENT = {"fp32": 0.99999, "fp16": 0.9999, "int8": 0.999}
-
-
-def numerics_texts(q_ids: list[list[int]], p_ids: list[list[int]]) -> tuple[list[int], list[int]]:
-    """Which probes the self-check carries: the first queries, and passages spread over
-    the shorter half of the lengths (45-130 tokens: the check runs at every load, and
-    its cost is what it adds to a load; picked from the middle of the length range it
-    took 330 ms on the twin's int8 bundle, 42 % of a load)."""
-    by_len = sorted(range(len(p_ids)), key=lambda i: (len(p_ids[i]), i))
-    n = NUMERICS_PASSAGES
-    picks = [by_len[(j + 1) * len(by_len) // (2 * n + 2)] for j in range(n)]
-    return list(range(min(NUMERICS_QUERIES, len(q_ids)))), sorted(dict.fromkeys(picks))
 
 
 def _default_opset(path: Path) -> int:
@@ -164,134 +102,48 @@ def _ref_vectors(src: source.Source, ids: list[list[int]]) -> np.ndarray:
     return probes.encode_ids(probes.torch_runner(src.model, src.pooling), ids)
 
 
-def best_step(tried: list[dict[str, Any]], target: dict[str, float]) -> int:
-    """Index of the search step to ship: the first that meets ``target``; if none does,
-    the one meeting most of its metrics, then with the highest mean cosine, then min
-    cosine (ties: the earliest, which keeps fewer nodes out of int8).
+@dataclass(frozen=True, kw_only=True)
+class _Job:
+    """What every variant's builder reads: the loaded source, the fused fp32 graph, the
+    gates and the int8 settings."""
 
-    Mean cosine, not overlap@10, breaks the tie: on the 96 calibration texts overlap@10
-    moves by 0.006 between graphs whose cosines agree to 7 digits (float rounding flips
-    near-tied ranks), so picking by it picks noise; the mean cosine moves with fidelity."""
-    met = [sum(1 for k, v in target.items() if tried[i].get(k, -math.inf) >= v) for i in range(len(tried))]
-    if len(target) in met:
-        return met.index(len(target))
-    return max(range(len(tried)), key=lambda i: (met[i], tried[i]["mean_cosine"], tried[i]["min_cosine"], -i))
+    src: source.Source
+    tokenizer: Any
+    rules: TextRules
+    work: Path
+    fused: Path
+    gates: dict[str, dict[str, float]]
+    int8_settings: int8.Int8Settings
+    log: Log
 
 
-def _int8(
-    fused: Path, work: Path, src: source.Source, tokenizer: Any, rules: TextRules,
-    gates: dict[str, float], method: str, log: Log, *, static_tolerance: float = int8.STATIC_TOLERANCE,
-) -> tuple[Path, dict[str, Any]]:
-    """Build the int8 graph. For smoothquant, each node starts in the activation mode the
-    simulation picks (static where nearly as accurate as per-token: the fastest form). If
-    the calibration texts (never the probes) then miss the search target, measure each
-    node's end-to-end effect (the output error left when that node alone stays fp32) and,
-    most effective first, move nodes one tier up (static -> per-token -> fp32), one at a
-    time, until the target, the fp32 cap or the step cap is reached."""
-    import onnx
+def _fp32(job: _Job) -> tuple[Path, dict[str, Any] | None]:
+    path = job.work / "model.fp32.cpu.onnx"
+    optimize.split_skip_layer_norms(job.fused, path)
+    return path, None
 
-    path = work / "model.int8.onnx"
-    if method == "dynamic":
-        info = int8.quantize_dynamic_int8(fused, path)
+
+def _fp16(job: _Job) -> tuple[Path, dict[str, Any] | None]:
+    path = job.work / "model.fp16.onnx"
+    return path, fp16.to_fp16(job.fused, path)
+
+
+def _int8(job: _Job) -> tuple[Path, dict[str, Any] | None]:
+    """The int8 graph: ONNX Runtime's dynamic quantization, or smoothquant searched on the
+    calibration texts (never the probes; int8/search.py)."""
+    path = job.work / "model.int8.onnx"
+    if job.int8_settings.method == "dynamic":
+        info = int8.quantize_dynamic_int8(job.fused, path)
         optimize.split_skip_layer_norms(path, path)
         return path, info
-    cal = probes.load_text_set("calibration")
-    cal_q, cal_p = probes.tokenized(tokenizer, cal, rules)
-    batches = [(ids, mask) for _, ids, mask in probes.padded_batches(cal_q + cal_p, 16)]
-    model = onnx.load(str(fused))
-    targets = int8.find_targets(model)
-    log(f"  calibrating on {len(cal_q) + len(cal_p)} texts ...")
-    stats = int8.activation_stats(fused, targets, batches)
-    alphas, modes = int8.choose_plan(model, stats, tolerance=static_tolerance)
-    ref_q, ref_p = _ref_vectors(src, cal_q), _ref_vectors(src, cal_p)
-    # A gate set to 0 (e.g. ranking agreement on random weights) is not searched for either.
-    target = {k: max(v, gates.get(k, 0.0)) for k, v in parity.INT8_SEARCH_TARGET.items() if gates.get(k, 1.0) > 0}
-    max_fp32 = max(1, round(len(targets) * parity.INT8_MAX_FP32_FRACTION))
-    cache: dict[Any, Any] = {}  # rounded weights, shared by every graph built below
-
-    def build(keep: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
-        info = int8.quantize_smooth(fused, path, stats, alpha=alphas, modes=modes, keep_fp32=frozenset(keep), cache=cache)
-        optimize.split_skip_layer_norms(path, path)  # measure the graph that ships
-        run = probes.ort_runner(str(exact_graph(path)))
-        return info, parity.compare(ref_q, ref_p, probes.encode_ids(run, cal_q), probes.encode_ids(run, cal_p))
-
-    def step(keep: list[str], got: dict[str, float], moved: tuple[str, str] | None = None) -> dict[str, Any]:
-        static = sum(1 for t in targets if t.name not in keep and modes[t.name] == "static")
-        log(f"  int8 with {static} static, {len(targets) - static - len(keep)} per-token, {len(keep)} fp32 node(s), "
-            f"on the calibration texts: min cos {got['min_cosine']:.5f}, overlap@10 {got['overlap_at_10']:.3f}")
-        row = {"fp32_nodes": len(keep), "static_nodes": static, "min_cosine": got["min_cosine"],
-               "mean_cosine": got["mean_cosine"], "overlap_at_10": got["overlap_at_10"]}
-        return {**row, "node": moved[0], "to": moved[1]} if moved else row
-
-    log(f"  rounding the weights of {len(targets)} nodes (GPTQ) ...")
-    keep: list[str] = []
-    info, got = build(keep)
-    tried = [step(keep, got)]
-    sensitivity: list[dict[str, Any]] = []
-    plans = [(list(keep), dict(modes))]  # what each step built, to rebuild the best one
-    if not parity.check_gates(got, target).passed:
-        log(f"  measuring each node's effect on the output ({len(targets)} graphs) ...")
-        t0 = time.perf_counter()
-        left = {}
-        for i, t in enumerate(targets, 1):
-            left[t.name] = 1.0 - build([t.name])[1]["mean_cosine"]
-            if i % 8 == 0 or i == len(targets):
-                log(f"    {i}/{len(targets)} nodes, {time.perf_counter() - t0:.0f} s")
-        order = sorted(left, key=lambda n: left[n])  # least error left first
-        sensitivity = [{"node": n, "error_left_if_fp32": left[n]} for n in order]
-        for name in order[: 2 * max_fp32]:
-            if modes[name] == "static":
-                modes[name] = "token"
-            elif len(keep) < max_fp32:
-                keep.append(name)
-            else:
-                continue
-            info, got = build(keep)
-            tried.append(step(keep, got, (name, "fp32" if name in keep else "token")))
-            plans.append((list(keep), dict(modes)))
-            if parity.check_gates(got, target).passed:
-                break
-    chosen = best_step(tried, target)
-    if chosen != len(tried) - 1:
-        # Target missed: ship the most faithful step, not merely the last one.
-        keep, chosen_modes = plans[chosen]
-        modes.clear()
-        modes.update(chosen_modes)
-        log(f"  target missed; shipping search step {chosen} (the best on the calibration texts)")
-        info, _ = build(keep)
-    info["calibration"] = {
-        **cal.describe(), "tokens": stats.tokens, "search_target": target, "max_fp32_nodes": max_fp32,
-        "static_tolerance": static_tolerance if math.isfinite(static_tolerance) else "inf",  # strict JSON
-        "search": tried,
-        "chosen_step": chosen,  # index into search: the step that ships
-        # 1 - mean cosine to PyTorch on the calibration texts with only that node in fp32
-        # (every other quantized), lowest first; empty when no search was needed.
-        "sensitivity": sensitivity,
-        "error_all_quantized": 1.0 - tried[0]["mean_cosine"],
-    }
-    return path, info
+    texts = probes.load_text_set("calibration")
+    q_ids, p_ids = probes.tokenized(job.tokenizer, texts, job.rules)
+    cal = int8.CalibrationSet(texts=texts, q_ids=q_ids, p_ids=p_ids,
+                              ref_q=_ref_vectors(job.src, q_ids), ref_p=_ref_vectors(job.src, p_ids))
+    return path, int8.search_int8(job.fused, path, calibration=cal, gates=job.gates["int8"], settings=job.int8_settings, log=job.log)
 
 
-def exact_graph(path: Path) -> Path:
-    """The graph that computes ``path``'s integers exactly on this host: ``path`` itself,
-    or, where ONNX Runtime's int8 kernel adds products in saturating int16 pairs and the
-    weights can overflow them, its u8 x u8 twin (written beside it; int8_isa.py). Every
-    figure the export measures comes from the exact integers, so a bundle does not
-    depend on the host that exported it."""
-    if host.int8_kernel_exact():  # the common case: no need to read the graph
-        return path
-    import onnx
-
-    model = onnx.load(str(path))
-    if int8_isa.exact_isas(model)[1] == 0:
-        return path
-    twin = path.with_name(path.stem + ".u8.onnx")
-    int8_isa.to_u8_weights(model)
-    onnx.save(model, str(twin))
-    return twin
-
-
-def _int8_graphs(path: Path, work: Path, info: dict[str, Any], probe: _Probe) -> tuple[dict[str, Any], dict[str, Path]]:
+def _int8_graphs(path: Path, work: Path, info: dict[str, Any], probe: Probe) -> tuple[dict[str, Any], dict[str, Path]]:
     """The shipped int8 graph(s): the u8 x s8 graph, plus its u8 x u8 twin when some
     weight pairs could saturate a non-VNNI kernel; the manifest says which ISAs each is
     exact on, and the runtime picks at load. On an int32 host the twin's vectors are
@@ -299,16 +151,16 @@ def _int8_graphs(path: Path, work: Path, info: dict[str, Any], probe: _Probe) ->
     import onnx
 
     model = onnx.load(str(path))
-    isas, overflows = int8_isa.exact_isas(model)
+    isas, overflows = isa.exact_isas(model)
     files = {MODEL_FILE: path}
     graphs = {MODEL_FILE: isas}
     twin_diff = None
     if overflows:
         twin = work / U8_MODEL_FILE
-        int8_isa.to_u8_weights(model)
+        isa.to_u8_weights(model)
         onnx.save(model, str(twin))
         files[U8_MODEL_FILE] = twin
-        graphs[U8_MODEL_FILE] = int8_isa.exact_isas(model)[0]
+        graphs[U8_MODEL_FILE] = isa.exact_isas(model)[0]
         if host.int8_kernel_exact():
             a = probes.encode_ids(probes.ort_runner(str(path)), probe.p_ids)
             b = probes.encode_ids(probes.ort_runner(str(twin)), probe.p_ids)
@@ -324,6 +176,128 @@ def _int8_graphs(path: Path, work: Path, info: dict[str, Any], probe: _Probe) ->
 # The twin computes the same int32 sums; only float kernels (ORT may order a reduction
 # differently per weight type) can move its output, by a few ulps.
 TWIN_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """How one variant is built: its graph builder, the rewrites that builder applies (for
+    the manifest), and, where a variant ships more than one graph, what writes them."""
+
+    build: Callable[[_Job], tuple[Path, dict[str, Any] | None]]
+    rewrites: tuple[str, ...]
+    graphs: Callable[[Path, Path, dict[str, Any], Probe], tuple[dict[str, Any], dict[str, Path]]] | None = None
+
+
+VARIANT_STEPS: dict[str, _Variant] = {
+    "fp32": _Variant(_fp32, (CPU_LAYER_NORM_REWRITE,)),
+    "fp16": _Variant(_fp16, ()),
+    "int8": _Variant(_int8, (CPU_LAYER_NORM_REWRITE,), _int8_graphs),
+}
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A variant that passed its gate: its graph files and what its manifest says of them."""
+
+    files: dict[str, Path]
+    quantization: dict[str, Any] | None
+    metrics: dict[str, Any]
+    numerics: dict[str, Any]
+    rewrites: list[str]
+
+
+def _build_variant(variant: str, job: _Job, probe: Probe) -> _Built:
+    """Build ``variant``'s graph(s) and measure them on the probes; raises
+    :class:`ParityGateError` when they miss the variant's gate."""
+    job.log(f"building {variant} ...")
+    step = VARIANT_STEPS[variant]
+    path, info = step.build(job)
+    rewrites = list(step.rewrites)
+    if job.src.pooling == "cls" and optimize.cls_tail(path, path):
+        rewrites.append(CLS_TAIL_REWRITE)
+    files = {MODEL_FILE: path}
+    if step.graphs is not None:
+        info, files = step.graphs(path, job.work, info, probe)
+    # Measure the integers the bundle stands for: on a host whose kernel saturates, its twin.
+    measured = path if host.int8_kernel_exact() else files.get(U8_MODEL_FILE, path)
+    gate = job.gates[variant]
+    metrics = probe.measure(measured)
+    checks = probe.numerics(measured, variant, gate, job.work / f"{variant}.{NUMERICS_FILE}")
+    job.log("  " + parity.format_report(variant, metrics, gate))
+    verdict = parity.check_gates(metrics, gate)
+    if not verdict.passed:
+        raise ParityGateError(
+            f"{variant} failed its parity gate against PyTorch: {'; '.join(verdict.failures)}. "
+            f"Nothing was written. To accept it anyway, relax the gate, e.g. --gate {variant}.METRIC=VALUE"
+        )
+    return _Built(files, info, metrics, checks, rewrites)
+
+
+def _manifest(variant: str, built: _Built, job: _Job, *, probe_set: dict[str, Any], counts: dict[str, int],
+              tools: dict[str, str], export_host: dict[str, Any], created: str) -> Manifest:
+    src = job.src
+    return Manifest(
+        variant=variant,
+        source_model=src.name,
+        source_revision=src.revision,
+        hidden_size=src.hidden_size,
+        num_layers=src.num_layers,
+        num_heads=src.num_heads,
+        pooling=src.pooling,
+        normalize=src.normalize,
+        opset=_default_opset(built.files[MODEL_FILE]),
+        inputs=tuple(TensorSpec(n, "int64", ("batch", "sequence")) for n in to_onnx.INPUT_NAMES),
+        outputs=(TensorSpec(to_onnx.OUTPUT_NAME, "float32", ("batch", src.hidden_size)),),
+        text=job.rules,
+        quantization=built.quantization,
+        parity={
+            "reference": "PyTorch fp32 eager, same token ids",
+            "probe_set": probe_set,
+            "metrics": built.metrics,
+            "gates": job.gates[variant],
+            "fused_operators": counts,
+            "graph_rewrites": built.rewrites,
+            # The host the figures above were measured on.
+            "host": export_host,
+            "numerics": built.numerics,
+        },
+        tools=tools,
+        # The ORT optimizers that must stay off on CPU: those that would undo this graph's rewrites.
+        runtime=dict(CPU_REWRITE_CONTRACT) if CPU_LAYER_NORM_REWRITE in built.rewrites
+        else {"cpu_disabled_optimizers": []},
+        created=created,
+    )
+
+
+def _write_bundles(out: Path, built: dict[str, _Built], job: _Job, *, probe: Probe, counts: dict[str, int],
+                   force: bool) -> dict[str, Manifest]:
+    shared = {"tools": tool_versions(), "export_host": host.describe(),
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    manifests: dict[str, Manifest] = {}
+    for variant, b in built.items():
+        manifest = _manifest(variant, b, job, probe_set=probe.texts.describe(), counts=counts, **shared)
+        manifests[variant] = write_bundle(
+            out / variant, manifest,
+            {**b.files, TOKENIZER_FILE: job.work / TOKENIZER_FILE, NUMERICS_FILE: job.work / f"{variant}.{NUMERICS_FILE}"},
+            force=force,
+        )
+        job.log(f"wrote {out / variant}")
+    return manifests
+
+
+def _fused_graph(src: source.Source, work: Path, log: Log) -> tuple[Any, Path, dict[str, int]]:
+    """The bundle's tokenizer, and the fused fp32 graph every variant starts from (with
+    its operator counts); refuses a graph whose fusions fell short."""
+    tokenizer = _save_tokenizer(src, work / TOKENIZER_FILE)
+    log("exporting to ONNX and fusing ...")
+    raw = to_onnx.export_onnx(src.model, src.pooling, work / "raw.onnx")
+    fused = work / "model.fp32.onnx"
+    counts = optimize.fuse(raw, fused, num_heads=src.num_heads, hidden_size=src.hidden_size)
+    problems = optimize.check_fusions(counts, src.num_layers)
+    if problems:
+        raise ExportError("graph fusion fell short (the graph would run slowly): " + "; ".join(problems))
+    log("  fused operators: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return tokenizer, fused, counts
 
 
 def export_model(
@@ -343,22 +317,21 @@ def export_model(
 ) -> dict[str, Manifest]:
     """Export ``model`` into ``out/<variant>/`` bundles; returns their manifests.
 
-    ``int8_static_tolerance``: a smoothquant node gets one calibrated activation scale
-    (faster) instead of per-token scales when its simulated error is at most this many
-    times the per-token one; 1.0 (default) only where that costs no accuracy.
+    ``int8_method`` and ``int8_static_tolerance``: see :class:`bowrt.export.int8.Int8Settings`
+    (a smoothquant node gets one calibrated activation scale, faster, instead of per-token
+    scales when its simulated error is at most ``int8_static_tolerance`` times the
+    per-token one; 1.0, the default, only where that costs no accuracy).
 
     Every variant is checked against PyTorch on the built-in probe set; one
-    that fails its gate raises :class:`ParityGateError` and writes nothing.
+    that fails its gate raises :class:`ParityGateError` and writes nothing. Bad options
+    raise :class:`~bowrt.errors.ExportOptionError` subclasses before anything is loaded.
     """
     variants = parse_variants(variants)
-    if int8_method not in int8.METHODS:
-        raise OptionError(f"unknown int8 method {int8_method!r}; valid: {', '.join(int8.METHODS)}")
-    if not (isinstance(int8_static_tolerance, (int, float)) and int8_static_tolerance >= 0):
-        raise OptionError(f"int8 static tolerance must be a number >= 0, got {int8_static_tolerance!r}")
+    settings = int8.Int8Settings(method=int8_method, static_tolerance=int8_static_tolerance)
     gate_table = gates if isinstance(gates, dict) else parity.parse_gates(gates)
     out = Path(out)
     if out.exists() and not force:
-        raise BundleError(f"{str(out)!r} already exists; pass --force (force=True) to replace it")
+        raise ExportOutputExistsError(f"{str(out)!r} already exists; pass --force (force=True) to replace it")
 
     t0 = time.perf_counter()
     log(f"loading {model} ...")
@@ -370,94 +343,14 @@ def export_model(
         f"  {src.config.model_type}: {src.num_layers} layers, hidden {src.hidden_size}, {src.num_heads} heads; "
         f"pooling {src.pooling}; max length query {rules.query_max_length} / passage {rules.passage_max_length}"
     )
-    manifests: dict[str, Manifest] = {}
     with tempfile.TemporaryDirectory(prefix="bowrt-export-") as tmp:
         work = Path(tmp)
-        tokenizer = _save_tokenizer(src, work / TOKENIZER_FILE)
-        log("exporting to ONNX and fusing ...")
-        raw = to_onnx.export_onnx(src.model, src.pooling, work / "raw.onnx")
-        fused = work / "model.fp32.onnx"
-        counts = optimize.fuse(raw, fused, num_heads=src.num_heads, hidden_size=src.hidden_size)
-        problems = optimize.check_fusions(counts, src.num_layers)
-        if problems:
-            raise ExportError("graph fusion fell short (the graph would run slowly): " + "; ".join(problems))
-        log("  fused operators: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        tokenizer, fused, counts = _fused_graph(src, work, log)
         log("computing PyTorch reference vectors on the probe set ...")
-        probe = _Probe(src, tokenizer, rules)
-
-        built: dict[str, tuple[Path, dict[str, Any] | None, dict[str, Any]]] = {}
-        rewrites: dict[str, list[str]] = {}
-        checks: dict[str, dict[str, Any]] = {}
-        for variant in variants:
-            log(f"building {variant} ...")
-            if variant == "fp32":
-                path, info = work / "model.fp32.cpu.onnx", None
-                optimize.split_skip_layer_norms(fused, path)
-            elif variant == "fp16":
-                path = work / "model.fp16.onnx"
-                info = fp16.to_fp16(fused, path)
-            else:
-                path, info = _int8(fused, work, src, tokenizer, rules, gate_table[variant], int8_method, log,
-                                     static_tolerance=float(int8_static_tolerance))
-            rewrites[variant] = [] if variant == "fp16" else [CPU_LAYER_NORM_REWRITE]
-            if src.pooling == "cls" and optimize.cls_tail(path, path):
-                rewrites[variant].append(CLS_TAIL_REWRITE)
-            files = {MODEL_FILE: path}
-            if variant == "int8":
-                info, files = _int8_graphs(path, work, info, probe)
-            # Measure the integers the bundle stands for: on a host whose kernel saturates, its twin.
-            measured = path if host.int8_kernel_exact() else files.get(U8_MODEL_FILE, path)
-            built[variant] = (files, info, probe.measure(measured))
-            metrics = built[variant][2]
-            checks[variant] = probe.numerics(measured, variant, gate_table[variant], work / f"{variant}.{NUMERICS_FILE}")
-            log("  " + parity.format_report(variant, metrics, gate_table[variant]))
-            verdict = parity.check_gates(metrics, gate_table[variant])
-            if not verdict.passed:
-                raise ParityGateError(
-                    f"{variant} failed its parity gate against PyTorch: {'; '.join(verdict.failures)}. "
-                    f"Nothing was written. To accept it anyway, relax the gate, e.g. --gate {variant}.METRIC=VALUE"
-                )
-
-        versions = tool_versions()
-        export_host = host.describe()
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for variant, (files, info, metrics) in built.items():
-            manifest = Manifest(
-                variant=variant,
-                source_model=src.name,
-                source_revision=src.revision,
-                hidden_size=src.hidden_size,
-                num_layers=src.num_layers,
-                num_heads=src.num_heads,
-                pooling=src.pooling,
-                normalize=src.normalize,
-                opset=_default_opset(files[MODEL_FILE]),
-                inputs=tuple(TensorSpec(n, "int64", ("batch", "sequence")) for n in to_onnx.INPUT_NAMES),
-                outputs=(TensorSpec(to_onnx.OUTPUT_NAME, "float32", ("batch", src.hidden_size)),),
-                text=rules,
-                quantization=info,
-                parity={
-                    "reference": "PyTorch fp32 eager, same token ids",
-                    "probe_set": probe.texts.describe(),
-                    "metrics": metrics,
-                    "gates": gate_table[variant],
-                    "fused_operators": counts,
-                    "graph_rewrites": rewrites[variant],
-                    # The host the figures above were measured on.
-                    "host": export_host,
-                    "numerics": checks[variant],
-                },
-                tools=versions,
-                # The ORT optimizers that must stay off on CPU: those that would undo this graph's rewrites.
-                runtime=dict(CPU_REWRITE_CONTRACT) if CPU_LAYER_NORM_REWRITE in rewrites[variant]
-                else {"cpu_disabled_optimizers": []},
-                created=created,
-            )
-            manifests[variant] = write_bundle(
-                out / variant, manifest,
-                {**files, TOKENIZER_FILE: work / TOKENIZER_FILE, NUMERICS_FILE: work / f"{variant}.{NUMERICS_FILE}"},
-                force=force,
-            )
-            log(f"wrote {out / variant}")
+        probe = Probe(src, tokenizer, rules)
+        job = _Job(src=src, tokenizer=tokenizer, rules=rules, work=work, fused=fused, gates=gate_table,
+                   int8_settings=settings, log=log)
+        built = {variant: _build_variant(variant, job, probe) for variant in variants}
+        manifests = _write_bundles(out, built, job, probe=probe, counts=counts, force=force)
     log(f"done in {time.perf_counter() - t0:.1f} s")
     return manifests

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from bowrt.bundle import TextRules
+from bowrt.errors import ExportOptionError
 
 SETS = ("probes", "calibration")
 
@@ -35,7 +36,7 @@ class TextSet:
 
 def load_text_set(name: str = "probes") -> TextSet:
     if name not in SETS:
-        raise ValueError(f"unknown text set {name!r}; valid: {', '.join(SETS)}")
+        raise ExportOptionError(f"unknown text set {name!r}; valid: {', '.join(SETS)}")
     raw = resources.files("bowrt.export").joinpath("data", f"{name}.json").read_bytes()
     data = json.loads(raw)
     passages = tuple((str(p.get("title") or ""), str(p["text"])) for p in data["passages"])

@@ -110,11 +110,43 @@ def load_source(
 ) -> Source:
     """Load ``model`` (hub id or local folder) for export. Raises typed errors with a fix."""
     try:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError("the export stage needs the export extra: pip install 'bowrt[export]'") from e
 
     folder = Path(model) if Path(model).is_dir() else None
+    config = _load_config(model, folder, revision)
+    try:
+        hf_model = AutoModel.from_pretrained(model, config=config, revision=revision, add_pooling_layer=False)
+        tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, use_fast=True)
+    except OSError as e:
+        raise ModelNotFoundError(f"could not load the weights or tokenizer of {model!r}: {e}") from e
+    if not getattr(tokenizer, "is_fast", False):
+        raise UnsupportedModelError(f"{model!r} has no fast (tokenizers) tokenizer; bowrt's runtime needs tokenizer.json")
+    hf_model.eval()
+
+    st = sentence_transformers_settings(folder) if folder is not None else {}
+    pooling = pooling or st.get("pooling", "cls")
+    if pooling not in POOLINGS:
+        raise UnsupportedModelError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+    query_max_length, passage_max_length = _max_lengths(config, st, query_max_length, passage_max_length)
+    return Source(
+        name=str(model),
+        revision=_revision(folder, hf_model),
+        model=hf_model,
+        tokenizer=tokenizer,
+        config=config,
+        pooling=pooling,
+        normalize=bool(st.get("normalize", False)),
+        query_max_length=query_max_length,
+        passage_max_length=passage_max_length,
+    )
+
+
+def _load_config(model: str, folder: Path | None, revision: str | None) -> Any:
+    """The model's config, refused unless it names a supported encoder."""
+    from transformers import AutoConfig
+
     if folder is None and (Path(model).exists() or model.startswith((".", "/", "~"))):
         raise ModelNotFoundError(f"{model!r} is not a model folder")
     if folder is not None and not (folder / "config.json").is_file():
@@ -134,33 +166,18 @@ def load_source(
         )
     # Eager attention traces to the MatMul/Softmax pattern that ONNX Runtime fuses.
     config._attn_implementation = "eager"
-    try:
-        hf_model = AutoModel.from_pretrained(model, config=config, revision=revision, add_pooling_layer=False)
-        tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, use_fast=True)
-    except OSError as e:
-        raise ModelNotFoundError(f"could not load the weights or tokenizer of {model!r}: {e}") from e
-    if not getattr(tokenizer, "is_fast", False):
-        raise UnsupportedModelError(f"{model!r} has no fast (tokenizers) tokenizer; bowrt's runtime needs tokenizer.json")
-    hf_model.eval()
+    return config
 
-    st = sentence_transformers_settings(folder) if folder is not None else {}
-    pooling = pooling or st.get("pooling", "cls")
-    if pooling not in POOLINGS:
-        raise UnsupportedModelError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+
+def _max_lengths(
+    config: Any, st: dict[str, Any], query_max_length: int | None, passage_max_length: int | None,
+) -> tuple[int, int]:
+    """(query, passage) max lengths: as given, else the sentence-transformers setting, else
+    the defaults, within the model's position embeddings."""
     max_pos = int(getattr(config, "max_position_embeddings", 512))
     passage_max_length = passage_max_length or min(st.get("max_seq_length", DEFAULT_PASSAGE_MAX_LENGTH), max_pos)
     query_max_length = query_max_length or min(DEFAULT_QUERY_MAX_LENGTH, passage_max_length)
     for what, n in (("query", query_max_length), ("passage", passage_max_length)):
         if not 2 <= n <= max_pos:
             raise UnsupportedModelError(f"{what} max length {n} is outside 2..{max_pos} (the model's max_position_embeddings)")
-    return Source(
-        name=str(model),
-        revision=_revision(folder, hf_model),
-        model=hf_model,
-        tokenizer=tokenizer,
-        config=config,
-        pooling=pooling,
-        normalize=bool(st.get("normalize", False)),
-        query_max_length=int(query_max_length),
-        passage_max_length=int(passage_max_length),
-    )
+    return int(query_max_length), int(passage_max_length)

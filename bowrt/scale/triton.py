@@ -104,7 +104,7 @@ def triton_config(m: Manifest, name: str, *, max_batch_size: int = 64, instances
 def portable_graph(m: Manifest) -> str:
     """The bundle graph to hand Triton: the server's CPU is not known here, so an int8
     bundle gives its graph exact on every ISA (the u8 x u8 twin where it has one;
-    bowrt/export/int8_isa.py), never one that saturates on a non-VNNI server."""
+    bowrt/export/int8/isa.py), never one that saturates on a non-VNNI server."""
     from bowrt.bundle import INT8_ISAS
     from bowrt.runtime import host
 

@@ -33,11 +33,13 @@ and end to end min cosine 0.9957 against 0.9970: below the 0.997 target.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bowrt.bundle import INT8_ISAS, INT32_ISAS
+from bowrt.runtime import host
 
 PAIR_LIMIT = 128  # the largest same-sign |w_k| + |w_{k+1}| whose products cannot saturate an int16
 INTEGER_GEMMS = ("MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
@@ -112,3 +114,22 @@ def to_u8_weights(model: Any) -> int:
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
     return len(nodes)
+
+
+def exact_graph(path: Path) -> Path:
+    """The graph that computes ``path``'s integers exactly on this host: ``path`` itself,
+    or, where ONNX Runtime's int8 kernel adds products in saturating int16 pairs and the
+    weights can overflow them, its u8 x u8 twin (written beside it). Every figure the
+    export measures comes from the exact integers, so a bundle does not depend on the
+    host that exported it."""
+    if host.int8_kernel_exact():  # the common case: no need to read the graph
+        return path
+    import onnx
+
+    model = onnx.load(str(path))
+    if exact_isas(model)[1] == 0:
+        return path
+    twin = path.with_name(path.stem + ".u8.onnx")
+    to_u8_weights(model)
+    onnx.save(model, str(twin))
+    return twin
