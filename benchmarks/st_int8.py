@@ -39,7 +39,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt", ".h5", ".msgpack")  #
 # docs: one per ISA), by the int8 kernel ONNX Runtime runs (bowrt.runtime.host.int8_isa).
 # optimum's configs differ in the weight type only: u8 for avx2 (ONNX Runtime's u8 x u8
 # kernel, exact there), s8 for the others; avx512 is what a user of an AVX-512 CPU without
-# VNNI picks, and it saturates there (the int16 pairs of bowrt/export/int8_isa.py).
+# VNNI picks, and it saturates there (the int16 pairs of bowrt/export/int8/isa.py).
 CONFIG_FOR_ISA = {"sse": "avx2", "avx2": "avx2", "avx512": "avx512", "avx_vnni": "avx512_vnni",
                   "avx512_vnni": "avx512_vnni", "amx": "avx512_vnni", "arm64": "arm64", "unknown": "avx512_vnni"}
 U8_WEIGHT_CONFIGS = ("avx2",)

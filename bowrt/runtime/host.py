@@ -3,7 +3,7 @@
 ONNX Runtime picks its int8 GEMM kernel by the CPU's instruction sets, and the
 kernels differ in how they add up u8 x s8 products: VNNI, AMX and ARM64 accumulate in
 int32 (exact), AVX2 and AVX-512 without VNNI add pairs of products in a saturating
-int16 (``bowrt/export/int8_isa.py``). An int8 manifest maps each of its graph files to
+int16 (``bowrt/export/int8/isa.py``). An int8 manifest maps each of its graph files to
 the ISAs it is exact on (``quantization.graphs``); :func:`select_graph` picks the
 fastest one exact here and refuses a host where none is with
 :class:`HostUnsupportedError`, so silently wrong vectors are never an outcome.

@@ -7,7 +7,7 @@ on the export host. Here the same texts go through the Encoder on this host, and
 - against PyTorch, the worst cosine must meet the variant's gate (``min_cosine``);
 - against the export host, the worst cosine must be ``host_min_cosine`` (int8 0.999,
   fp32 0.99999: the same vectors to float rounding, and for int8 the activation
-  roundings it flips; export/pipeline.py has the measurements) when the session runs
+  roundings it flips; export/parity.py, HOST_AGREEMENT, has the measurements) when the session runs
   on CPU, as the export did.
 
 A miss raises :class:`NumericsError` naming this host's ISA and the figures. The
