@@ -12,6 +12,7 @@ import pytest
 from bowrt import Encoder
 from bowrt.errors import InputTypeError, OptionError
 from bowrt.export.probes import load_text_set
+from tests.tolerances import SAME_BUNDLE_ATOL
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_32_threads_match_direct_encode(enc):
     for (t, i), got in results.items():
         want = enc.encode_passages(per_thread[t][i])
         assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(got, want, atol=SAME_BUNDLE_ATOL, rtol=0)
     assert stats.requests == 3200 and stats.batches < 3200
 
 
@@ -64,7 +65,7 @@ def test_asyncio_200_tasks(enc):
     with enc.batcher("query") as batcher:
         got = asyncio.run(main(batcher))
     for items, vecs in zip(reqs, got):
-        np.testing.assert_allclose(vecs, enc.encode_queries(items), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(vecs, enc.encode_queries(items), atol=SAME_BUNDLE_ATOL, rtol=0)
 
 
 def test_bad_item_rejected_before_batching(enc):

@@ -14,6 +14,7 @@ import pytest
 from bowrt import Encoder
 from bowrt.corpus import CorpusSettings, detect_format, encode_corpus, load_corpus, read_corpus
 from bowrt.errors import CorpusError, CorpusLineError, OptionError
+from tests.tolerances import FLOAT16_STORAGE_ATOL, SAME_BUNDLE_ATOL
 
 PASSAGES = [
     ("p1", "Aaron", 'Aaron ( or ; "Ahärôn") is a prophet, high priest, and the brother of Moses.'),
@@ -57,7 +58,7 @@ def test_formats_equal_direct_encoding(enc, tmp_path, fmt):
     ids, vecs = load_corpus(tmp_path / "out")
     assert ids == [i for i, _, _ in PASSAGES]
     assert vecs.dtype == np.float32 and vecs.shape == (7, enc.dim)
-    np.testing.assert_allclose(vecs, enc.encode_passages(_items(PASSAGES)), atol=1e-5)
+    np.testing.assert_allclose(vecs, enc.encode_passages(_items(PASSAGES)), atol=SAME_BUNDLE_ATOL)
     index = json.loads((tmp_path / "out" / "index.json").read_text())
     assert index["input"]["format"] == fmt and index["dim"] == enc.dim and index["total"] == 7
     assert index["bundle"]["variant"] == "fp32" and index["bundle"]["pooling"] == "cls"
@@ -72,7 +73,7 @@ def test_plain_lines_and_queries(enc, tmp_path):
     encode_corpus(enc, src, tmp_path / "out", kind="query", progress=False)
     ids, vecs = load_corpus(tmp_path / "out")
     assert ids == ["1", "2", "3"]
-    np.testing.assert_allclose(vecs, enc.encode_queries(texts), atol=1e-5)
+    np.testing.assert_allclose(vecs, enc.encode_queries(texts), atol=SAME_BUNDLE_ATOL)
 
 
 def test_format_detection(tmp_path):
@@ -92,7 +93,7 @@ def test_gzip_input(enc, tmp_path):
     encode_corpus(enc, src, tmp_path / "out", progress=False)
     ids, vecs = load_corpus(tmp_path / "out")
     assert ids == ["p1", "p2", "p3"]
-    np.testing.assert_allclose(vecs, enc.encode_passages(_items(PASSAGES[:3])), atol=1e-5)
+    np.testing.assert_allclose(vecs, enc.encode_passages(_items(PASSAGES[:3])), atol=SAME_BUNDLE_ATOL)
 
 
 def test_float16_output(enc, tmp_path):
@@ -101,7 +102,7 @@ def test_float16_output(enc, tmp_path):
     ids, vecs = load_corpus(tmp_path / "out")
     assert vecs.dtype == np.float16
     ref = enc.encode_passages(_items(PASSAGES))
-    np.testing.assert_allclose(vecs.astype(np.float32), ref, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(vecs.astype(np.float32), ref, rtol=FLOAT16_STORAGE_ATOL, atol=FLOAT16_STORAGE_ATOL)
     assert json.loads((tmp_path / "out" / "index.json").read_text())["dtype"] == "float16"
 
 
@@ -140,7 +141,7 @@ def test_resume_recomputes_only_what_is_missing(enc, tmp_path):
     fourth = encode_corpus(enc, src, out, shard_size=3, progress=False)
     assert (fourth.shards_written, fourth.shards_reused) == (1, 3)
     _, vecs4 = load_corpus(out)
-    np.testing.assert_allclose(vecs4[4], enc.encode_passages(["a different passage"])[0], atol=1e-5)
+    np.testing.assert_allclose(vecs4[4], enc.encode_passages(["a different passage"])[0], atol=SAME_BUNDLE_ATOL)
 
 
 def test_rejects_are_reported_with_line_numbers(enc, tmp_path):
@@ -172,7 +173,7 @@ def test_rejects_are_reported_with_line_numbers(enc, tmp_path):
     assert rejects[0]["raw"] == "{not json"
     ids, vecs = load_corpus(tmp_path / "out")
     assert ids == ["1", "7"]
-    np.testing.assert_allclose(vecs, enc.encode_passages(["good one", {"title": "T", "text": "good two"}]), atol=1e-5)
+    np.testing.assert_allclose(vecs, enc.encode_passages(["good one", {"title": "T", "text": "good two"}]), atol=SAME_BUNDLE_ATOL)
     assert json.loads((tmp_path / "out" / "index.json").read_text())["rejects"] == 9
 
 

@@ -30,6 +30,7 @@ from bowrt.errors import (
 from bowrt.export import export_model
 from bowrt.export.probes import load_text_set
 from tests.reference import torch_reference
+from tests.tolerances import FP16_MIN_COS, assert_fp32_parity
 
 TEXTS = [
     "who wrote the opera carmen?",
@@ -218,9 +219,7 @@ def test_fp32_parity_against_pytorch(model, tiny_model_dir, tiny_bundles, minilm
     folder, bundles = (tiny_model_dir, tiny_bundles) if model == "tiny" else (minilm_dir, minilm_bundles)
     pooling = read_manifest(bundles["fp32"]).pooling
     ref = torch_reference(folder, TEXTS, 256, pooling)
-    got = ort_vectors(bundles["fp32"], TEXTS, 256)
-    assert cos(ref, got).min() >= 0.99999
-    assert np.abs(ref - got).max() <= 1e-4 * np.abs(ref).max()
+    assert_fp32_parity(ort_vectors(bundles["fp32"], TEXTS, 256), ref)
 
 
 def test_fp16_parity_on_real_weights(minilm_dir, minilm_bundles):
@@ -228,20 +227,17 @@ def test_fp16_parity_on_real_weights(minilm_dir, minilm_bundles):
     texts = list(probes.queries[:16]) + [f"{t} {x}" if t else x for t, x in probes.passages[:16]]
     ref = torch_reference(minilm_dir, texts, 256, "mean")
     got = ort_vectors(minilm_bundles["fp16"], texts, 256)
-    assert cos(ref, got).min() >= 0.999
-    m = read_manifest(minilm_bundles["fp16"])
-    assert m.parity["metrics"]["min_cosine"] >= 0.999
+    assert cos(ref, got).min() >= FP16_MIN_COS
     graph = onnx.load(str(minilm_bundles["fp16"] / "model.onnx")).graph
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
 
 
-def test_int8_gates_on_real_weights(minilm_bundles):
+def test_int8_records_its_calibration_and_shrinks(minilm_bundles):
+    # (Its parity figures meet the gates by construction: the export refuses otherwise.
+    # tests/test_int8.py checks that they are what the bundle really does.)
     m = read_manifest(minilm_bundles["int8"])
-    metrics = m.parity["metrics"]
-    assert metrics["min_cosine"] >= 0.99
-    assert metrics["overlap_at_10"] >= 0.95
     assert m.quantization["calibration"]["sha256"] == load_text_set("calibration").sha256
     assert m.quantization["fp32_nodes"] == sorted(m.quantization["fp32_nodes"])
     assert (minilm_bundles["int8"] / "model.onnx").stat().st_size < 0.75 * (minilm_bundles["fp32"] / "model.onnx").stat().st_size
@@ -407,5 +403,4 @@ def test_bert_base_twin_fp32_parity_through_the_runtime(twin_model_dir, twin_bun
     assert (m.hidden_size, m.num_layers, m.num_heads) == (768, 12, 12)
     ref = torch_reference(twin_model_dir, TEXTS, 256, "cls")
     got = Encoder(twin_bundles["fp32"]).encode_passages(TEXTS)
-    assert cos(ref, got).min() >= 0.99999
-    assert np.abs(ref - got).max() <= 1e-4 * np.abs(ref).max()
+    assert_fp32_parity(got, ref)

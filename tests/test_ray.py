@@ -12,6 +12,7 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install '
 
 from bowrt.corpus import encode_corpus, load_corpus  # noqa: E402
 from bowrt.scale.ray_encode import encode_corpus_ray  # noqa: E402
+from tests.tolerances import SAME_BUNDLE_ATOL
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def test_ray_job_equals_single_process_job(cluster, tiny_bundles, tmp_path):
     ids_ray, vecs_ray = load_corpus(tmp_path / "ray")
     ids_local, vecs_local = load_corpus(tmp_path / "local")
     assert ids_ray == ids_local == [f"d{i}" for i in range(150)]
-    np.testing.assert_allclose(vecs_ray, vecs_local, atol=1e-5)
+    np.testing.assert_allclose(vecs_ray, vecs_local, atol=SAME_BUNDLE_ATOL)
     a = json.loads((tmp_path / "ray" / "index.json").read_text())
     b = json.loads((tmp_path / "local" / "index.json").read_text())
     assert [s["sha256"]["ids"] for s in a["shards"]] == [s["sha256"]["ids"] for s in b["shards"]]

@@ -22,6 +22,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="the serve extra (fastapi, uvico
 
 from bowrt import Encoder  # noqa: E402
 from bowrt.serve import ServeConfig, create_app  # noqa: E402
+from tests.tolerances import SAME_BUNDLE_ATOL
 
 TIMEOUT = 30  # seconds, every HTTP call
 QUERIES = ["who wrote hamlet?", "capital of france", "q", "ÉCOLE normale supérieure 🎓", "when did the wall fall " * 10]
@@ -92,16 +93,16 @@ def srv(enc):
 def test_embed_equals_in_process_encoder(srv, enc):
     status, vecs = srv.post("/embed", {"inputs": PASSAGES})
     assert status == 200
-    np.testing.assert_allclose(np.array(vecs), enc.encode_passages(PASSAGES), atol=1e-5)
+    np.testing.assert_allclose(np.array(vecs), enc.encode_passages(PASSAGES), atol=SAME_BUNDLE_ATOL)
     status, vecs = srv.post("/embed", {"inputs": QUERIES, "kind": "query"})
     assert status == 200
-    np.testing.assert_allclose(np.array(vecs), enc.encode_queries(QUERIES), atol=1e-5)
+    np.testing.assert_allclose(np.array(vecs), enc.encode_queries(QUERIES), atol=SAME_BUNDLE_ATOL)
     status, vecs = srv.post("/embed", {"inputs": "one string", "kind": "passage"})
     assert status == 200 and np.array(vecs).shape == (1, enc.dim)
     status, vecs = srv.post("/embed", {"inputs": QUERIES[:2], "kind": "query", "normalize": True, "truncate": True})
     assert status == 200
-    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(np.array(vecs), enc.encode_queries(QUERIES[:2], normalize=True), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=SAME_BUNDLE_ATOL)
+    np.testing.assert_allclose(np.array(vecs), enc.encode_queries(QUERIES[:2], normalize=True), atol=SAME_BUNDLE_ATOL)
 
 
 def test_openai_route(srv, enc):
@@ -110,14 +111,14 @@ def test_openai_route(srv, enc):
     assert out["object"] == "list" and out["model"] == enc.manifest.source_model
     assert [d["index"] for d in out["data"]] == [0, 1, 2] and all(d["object"] == "embedding" for d in out["data"])
     got = np.array([d["embedding"] for d in out["data"]])
-    np.testing.assert_allclose(got, enc.encode_passages(QUERIES[:3]), atol=1e-5)  # default kind: passage
+    np.testing.assert_allclose(got, enc.encode_passages(QUERIES[:3]), atol=SAME_BUNDLE_ATOL)  # default kind: passage
     n_tokens = sum(enc.tokenize_passages(QUERIES[:3]).lengths)
     assert out["usage"] == {"prompt_tokens": n_tokens, "total_tokens": n_tokens}
 
     for path, body in (("/v1/query/embeddings", {"input": QUERIES}), ("/v1/embeddings", {"input": QUERIES, "kind": "query"})):
         status, out = srv.post(path, body)
         assert status == 200
-        np.testing.assert_allclose(np.array([d["embedding"] for d in out["data"]]), enc.encode_queries(QUERIES), atol=1e-5)
+        np.testing.assert_allclose(np.array([d["embedding"] for d in out["data"]]), enc.encode_queries(QUERIES), atol=SAME_BUNDLE_ATOL)
 
     status, out = srv.post("/v1/passage/embeddings", {"input": "one", "encoding_format": "base64"})
     assert status == 200
@@ -146,7 +147,7 @@ def test_64_concurrent_clients(srv, enc):
         results = list(pool.map(client, range(64), timeout=2 * TIMEOUT))
     assert [r[0] for r in results] == [200] * 64
     for _, out, ref in results:
-        np.testing.assert_allclose(np.array(out), ref, atol=1e-5)
+        np.testing.assert_allclose(np.array(out), ref, atol=SAME_BUNDLE_ATOL)
     assert _batches(srv) - before < 64  # concurrent requests shared batches
 
 
@@ -244,7 +245,7 @@ def test_api_key(locked, enc):
     assert locked.call("GET", "/health")[0] == 200  # open for load balancer probes
     status, vecs = locked.post("/embed", {"inputs": ["a"]}, headers=good)
     assert status == 200
-    np.testing.assert_allclose(np.array(vecs), enc.encode_passages(["a"]), atol=1e-5)
+    np.testing.assert_allclose(np.array(vecs), enc.encode_passages(["a"]), atol=SAME_BUNDLE_ATOL)
 
 
 def test_body_limits_are_413(locked):
@@ -302,7 +303,7 @@ def test_unavailable_is_503_and_shutdown_drains(enc):
             running.server.should_exit = True
             status, vecs = pending.result(TIMEOUT)
         assert status == 200
-        np.testing.assert_allclose(np.array(vecs), enc.encode_passages(PASSAGES), atol=1e-5)
+        np.testing.assert_allclose(np.array(vecs), enc.encode_passages(PASSAGES), atol=SAME_BUNDLE_ATOL)
     finally:
         running.stop()
     assert not running.thread.is_alive() and not state.ready

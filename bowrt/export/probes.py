@@ -19,6 +19,7 @@ import numpy as np
 
 from bowrt.bundle import TextRules
 from bowrt.errors import ExportOptionError
+from bowrt.runtime.tokenize import pad_batch
 
 SETS = ("probes", "calibration")
 
@@ -66,12 +67,7 @@ def padded_batches(ids: list[list[int]], batch_size: int) -> Iterator[tuple[np.n
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        width = max(len(ids[i]) for i in rows)
-        input_ids = np.zeros((len(rows), width), dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for r, i in enumerate(rows):
-            input_ids[r, : len(ids[i])] = ids[i]
-            mask[r, : len(ids[i])] = 1
+        input_ids, mask = pad_batch([ids[i] for i in rows])  # pad id 0, as the export's graphs are traced
         yield np.asarray(rows), input_ids, mask
 
 
