@@ -50,6 +50,37 @@ def test_no_long_functions():
     assert not long_functions, "functions over 60 lines:\n" + "\n".join(long_functions)
 
 
+# The halves (DESIGN.md): the runtime and the bundle contract import nothing above them.
+FORBIDDEN = {
+    "runtime": ("bowrt.export", "bowrt.serve", "bowrt.scale", "bowrt.cli", "bowrt.corpus", "benchmarks", "tests"),
+    "bundle.py": ("bowrt.export", "bowrt.serve", "bowrt.scale", "bowrt.cli", "bowrt.corpus", "bowrt.runtime",
+                  "benchmarks", "tests"),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_layering():
+    """Every import, lazy ones inside functions too: the runtime never reaches up into the
+    export, serve, scale, corpus or CLI code (or the benchmarks), nor the bundle into any."""
+    bad = []
+    for part, forbidden in FORBIDDEN.items():
+        files = sorted((ROOT / part).rglob("*.py")) if (ROOT / part).is_dir() else [ROOT / part]
+        assert files and all(f.is_file() for f in files), part
+        for path in files:
+            bad += [f"{path.relative_to(ROOT.parent)} imports {name}" for name in sorted(_imports(path))
+                    if any(name == f or name.startswith(f + ".") for f in forbidden)]
+    assert not bad, "\n".join(bad)
+
+
 if __name__ == "__main__":
     for line in sum(shape_report(), []):
         print(line)
