@@ -43,7 +43,7 @@ print(json.dumps({"bowrt": bowrt.__file__, "passages_per_s": len(texts["passages
 
 def measure(checkout: Path, bundle: str, texts_file: Path, threads: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(checkout.resolve()))
-    p = subprocess.run([sys.executable, "-c", WORKER, bundle, str(texts_file), str(threads)],
+    p = subprocess.run([sys.executable, "-c", WORKER, str(Path(bundle).resolve()), str(texts_file), str(threads)],
                        capture_output=True, text=True, env=env, cwd=str(checkout), timeout=1800)
     if p.returncode != 0:
         raise SystemExit(f"worker for {checkout} failed:\n{p.stderr[-2000:]}")
@@ -70,7 +70,7 @@ def main() -> int:
     from benchmarks.workloads import make_texts
 
     texts = make_texts(Path(args.bundle[0]) / "tokenizer.json", queries=args.queries, corpus=args.passages)
-    texts_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"bowrt-revisions-{os.getpid()}.json"
+    texts_file = (Path(os.environ.get("TMPDIR", "/tmp")) / f"bowrt-revisions-{os.getpid()}.json").resolve()
     texts_file.write_text(json.dumps({"queries": texts.queries, "passages": texts.corpus}), encoding="utf-8")
     report: dict = {}
     for bundle in args.bundle:
