@@ -13,17 +13,23 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 hf = pytest.importorskip("huggingface_hub")
 
-from bowrt import Encoder  # noqa: E402
-from bowrt.bundle import MANIFEST, verify_bundle  # noqa: E402
-from bowrt.cli import main  # noqa: E402
-from bowrt.errors import BundleChecksumError, BundleError, BundleMissingFileError, OptionError  # noqa: E402
-from bowrt.runtime import hub  # noqa: E402
+from bowrt import Encoder
+from bowrt.bundle import MANIFEST, verify_bundle
+from bowrt.cli import main
+from bowrt.errors import (
+    BundleChecksumError,
+    BundleError,
+    BundleMissingFileError,
+    OptionError,
+)
+from bowrt.runtime import hub
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TEXTS = ["who wrote hamlet?", "The Berlin Wall fell in 1989."]
@@ -190,7 +196,7 @@ def test_online_repo_without_manifest_lists_its_bundles(monkeypatch, tmp_path):
 
 # --- push --------------------------------------------------------------------------
 class FakeApi:
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def __init__(self, token=None):
         self.token = token

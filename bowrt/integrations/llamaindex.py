@@ -14,7 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from llama_index.core.base.embeddings.base import DEFAULT_EMBED_BATCH_SIZE, BaseEmbedding
+    from llama_index.core.base.embeddings.base import (
+        DEFAULT_EMBED_BATCH_SIZE,
+        BaseEmbedding,
+    )
     from pydantic import PrivateAttr
 except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError("bowrt.integrations.llamaindex needs llama-index-core: pip install 'bowrt[llamaindex]'") from e
