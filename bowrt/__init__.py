@@ -25,3 +25,8 @@ def __getattr__(name: str) -> Any:
 
         return Encoder
     raise AttributeError(f"module 'bowrt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names too (tab completion, dir(bowrt)), still without importing them.
+    return sorted(set(globals()) | set(__all__))

@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_export, _add_verify, _add_info, _add_encode, _add_serve, _add_export_triton, _add_bench):
         add(sub)
+    _add_push(sub)
     return p
 
 
@@ -319,6 +320,26 @@ def _add_export_triton(sub: Any) -> None:
 def _add_bench(sub: Any) -> None:
     sub.add_parser("bench", help="how to run the benchmark suite (python -m benchmarks, from a source checkout)",
                    add_help=False)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from bowrt.runtime.hub import push_bundle
+
+    url = push_bundle(args.bundle, args.repo_id, path_in_repo=args.path_in_repo, revision=args.revision,
+                      private=True if args.private else None, commit_message=args.message)
+    _say(f"pushed {args.bundle} to {args.repo_id}{'/' + args.path_in_repo if args.path_in_repo else ''}: {url}")
+    return 0
+
+
+def _add_push(sub: Any) -> None:
+    s = sub.add_parser("push", help="verify a bundle, then upload exactly its files to a Hugging Face Hub repo")
+    s.add_argument("bundle")
+    s.add_argument("repo_id", help="org/name; created if missing (log in first: hf auth login, or set HF_TOKEN)")
+    s.add_argument("--path-in-repo", metavar="DIR", help="upload into this folder of the repo (e.g. int8)")
+    s.add_argument("--revision", help="branch to commit to (default main)")
+    s.add_argument("--private", action="store_true", help="create the repo private (an existing one keeps its setting)")
+    s.add_argument("--message", help="commit message")
+    s.set_defaults(handler=_push)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,8 @@
     q = enc.encode_queries(["who wrote hamlet?"])                 # (1, enc.dim) float32
     p = enc.encode_passages([("Hamlet", "Hamlet is a tragedy ..."), "untitled text"])
     scores = q @ p.T
+    enc = Encoder.from_pretrained("org/repo", subfolder="int8")    # a bundle on the hub (hub.py)
+    v = enc.encode(texts)                    # sentence-transformers' call shape (st_encode.py)
 
 One call: validate every item -> tokenize (query or passage rules) -> plan
 batches under a token budget (sorted by length, padding counted) -> pad each
@@ -20,7 +22,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import onnxruntime as ort
 from bowrt.bundle import TOKENIZER_FILE, Manifest, verify_bundle
 from bowrt.errors import OptionError
 from bowrt.options import check_bool, check_choice, check_int
-from bowrt.runtime import host, selfcheck
+from bowrt.runtime import host, hub, selfcheck, st_encode
 from bowrt.runtime.batcher import DynamicBatcher
 from bowrt.runtime.host import physical_cores
 from bowrt.runtime.providers import GPU_PROVIDERS, SHORT, build_providers
@@ -177,7 +178,7 @@ class Encoder:
         check_bool("cpu_mem_arena", cpu_mem_arena)
         check_bool("check_numerics", check_numerics)
 
-        self.bundle_dir = Path(bundle)
+        self.bundle_dir = hub.local_bundle(bundle)  # a missing 'org/name' is pointed to from_pretrained
         self.manifest: Manifest = verify_bundle(self.bundle_dir)
         self.graph_file = host.select_graph(self.manifest)  # HostUnsupportedError where no graph is exact
         specs = build_providers(
@@ -330,6 +331,12 @@ class Encoder:
         """
         self._normalize_flag(normalize)
         return self.encode_tokens(self.tokenize_passages(passages), normalize)
+
+    # sentence-transformers' call shape (st_encode.py) and loading from the hub (hub.py)
+    encode = st_encode.encode
+    encode_query = st_encode.encode_query
+    encode_document = st_encode.encode_document
+    from_pretrained = classmethod(hub.from_pretrained)
 
     def batcher(self, kind: Kind = "query", normalize: bool | None = None, **options: Any) -> DynamicBatcher:
         """A :class:`~bowrt.runtime.batcher.DynamicBatcher` of queries or passages for many
