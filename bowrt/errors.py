@@ -127,3 +127,8 @@ class CorpusLineError(CorpusError):
 
 class RequestTooLarge(InputError):
     """A request exceeds the server's limits: too many inputs or too large a body (HTTP 413)."""
+
+
+class ServerError(BowrtError, ConnectionError):
+    """A bowrt server (the integrations' client) could not be reached, refused the key, or
+    answered something unexpected."""

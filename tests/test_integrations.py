@@ -88,7 +88,7 @@ def test_against_the_server(adapter, enc, url):
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
 def test_bad_sources_and_options(adapter, enc, tmp_path):
-    from bowrt.integrations.source import ServerError
+    from bowrt.errors import ServerError
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -28,6 +28,7 @@ from bowrt.errors import (
     Overloaded,
     RequestTimeout,
     RequestTooLarge,
+    ServerError,
 )
 from bowrt.options import check_int, check_number
 from bowrt.runtime import Encoder
@@ -37,10 +38,6 @@ STATUS_ERRORS: dict[int, type[BowrtError]] = {
     400: InputError, 413: RequestTooLarge, 422: InputError, 429: Overloaded, 500: BatchFailed,
     503: BatcherClosed, 504: RequestTimeout,
 }
-
-
-class ServerError(BowrtError, ConnectionError):
-    """The bowrt server could not be reached, refused the key, or answered something unexpected."""
 
 
 class LocalSource:
