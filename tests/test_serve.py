@@ -540,3 +540,15 @@ def test_openai_shape_on_every_v1_error(locked, enc):
         status, out, hdrs = running.call("POST", "/v1/embeddings", {"input": ["second"]})
         assert status == 429 and out["error"]["code"] == "rate_limit_exceeded" and hdrs.get("retry-after") == "1"
         assert first.result(TIMEOUT)[0] == 200
+
+
+def test_cli_flags_reach_the_config(tiny_bundles, monkeypatch):
+    from bowrt import cli
+    from bowrt.serve import app as serve_app
+
+    seen = {}
+    monkeypatch.setattr(serve_app, "serve", lambda encoder, config, **kw: seen.update(config=config))
+    assert cli.main(["serve", str(tiny_bundles["fp32"]), "--served-model-name", "bowdpr", "--accept-token-ids"]) == 0
+    assert seen["config"].served_model_name == "bowdpr" and seen["config"].accept_token_ids is True
+    assert cli.main(["serve", str(tiny_bundles["fp32"])]) == 0
+    assert seen["config"].served_model_name is None and seen["config"].accept_token_ids is False
