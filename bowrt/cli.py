@@ -174,7 +174,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         max_inputs=args.max_inputs, max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout,
         max_wait_ms=args.max_wait_ms, max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens,
-        max_queue=args.max_queue, api_key=key,
+        max_queue=args.max_queue, api_key=key, served_model_name=args.served_model_name,
+        accept_token_ids=args.accept_token_ids,
     )
     from bowrt.runtime import Encoder
 
@@ -296,6 +297,12 @@ def _add_serve(sub: Any) -> None:
     s.add_argument("--max-batch-size", type=int, default=64, metavar="N", help="rows per batch (default %(default)s)")
     s.add_argument("--max-batch-tokens", type=int, metavar="N", help="padded tokens per batch (default: the Encoder's)")
     s.add_argument("--max-queue", type=int, default=256, metavar="N", help="pending requests per kind before 429")
+    s.add_argument("--served-model-name", metavar="NAME",
+                   help="the model name OpenAI clients send and get back (also NAME:query, NAME:passage; "
+                        "default: the bundle's source model id, the last folder name where it is a path)")
+    s.add_argument("--accept-token-ids", action="store_true",
+                   help="take OpenAI token arrays as ids of this model's vocabulary (off: refused, since "
+                        "LangChain's default sends tiktoken ids, which would give wrong vectors)")
     s.add_argument("--providers", help="cpu, cuda, tensorrt, or a comma-separated preference list")
     s.add_argument("--threads", type=int, metavar="N", help="ORT intra-op threads")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))

@@ -39,9 +39,13 @@ from bowrt.runtime.tokenize import (
     KINDS,
     Kind,
     TextTokenizer,
+    TokenRow,
     Tokens,
     pad_batch,
+    row_ids,
+    token_id_rows,
     tokenize,
+    tokenize_with,
     validate_passages,
     validate_queries,
 )
@@ -258,6 +262,19 @@ class Encoder:
     def tokenize_passages(self, passages: Any) -> Tokens:
         return tokenize(self._tokenizers["passage"], "passage", self.validate_passages(passages))
 
+    def tokenize(self, kind: Kind, items: Any, *, truncate: bool = True, truncation_direction: str = "right") -> Tokens:
+        """Queries or passages -> :class:`Tokens` with this call's truncation (``tokenize.tokenize_with``);
+        submit ``tokens.rows()`` to :meth:`batcher` to encode them without tokenizing again."""
+        check_choice("kind", kind, KINDS)
+        texts = self.validate_queries(items) if kind == "query" else self.validate_passages(items)
+        return tokenize_with(self._tokenizers[kind], kind, texts, self.manifest.text, truncate=truncate,
+                             direction=truncation_direction)
+
+    def tokenize_ids(self, kind: Kind, rows: Any) -> Tokens:
+        """Token arrays of this model's own vocabulary -> :class:`Tokens` (``tokenize.token_id_rows``)."""
+        check_choice("kind", kind, KINDS)
+        return token_id_rows(self._tokenizers[kind], kind, rows, self.manifest.text)
+
     def token_count(self, item: Any, kind: Kind = "passage") -> int:
         """Tokens one item becomes (special tokens included, truncation applied).
 
@@ -343,7 +360,8 @@ class Encoder:
         concurrent callers: ``submit``/``encode``/``aencode`` take the same items as
         ``encode_queries``/``encode_passages`` and give the same vectors.
 
-        Each caller's items are validated and tokenized in the caller's thread, once; the
+        Each caller's items are validated and tokenized in the caller's thread, once (items that
+        are :class:`TokenRow`, from :meth:`tokenize` or :meth:`tokenize_ids`, are queued as they are); the
         queue holds token rows, a row's cost is its token count, and the worker runs merged
         rows through :meth:`encode_tokens`. ``normalize`` as in ``encode_*`` (the bundle's
         default when None). ``options`` are the batcher's (``max_batch_size`` default
@@ -355,6 +373,8 @@ class Encoder:
         tokenize = self.tokenize_queries if kind == "query" else self.tokenize_passages
 
         def prepare(items: list[Any]) -> list[list[int]]:
+            if items and isinstance(items[0], TokenRow):  # tokenized already (Encoder.tokenize): checked, kept
+                return row_ids(items, kind, self._tokenizers[kind])
             return list(tokenize(items).ids)
 
         def encode(rows: list[list[int]]) -> np.ndarray:

@@ -10,6 +10,7 @@ the bundle manifest: truncation at the query or passage max length, no padding
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from bowrt.errors import BundleFormatError, InputError, InputTypeError
 
 Kind = Literal["query", "passage"]
 KINDS: tuple[Kind, ...] = BUNDLE_KINDS  # type: ignore[assignment]
+Direction = Literal["right", "left"]
+DIRECTIONS: tuple[Direction, ...] = ("right", "left")  # which end truncation cuts: right keeps the start
 # Second, longer prefix for texts the character cap cannot prove exact (see TextTokenizer).
 FALLBACK_FACTOR = 8
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -51,6 +54,21 @@ class Tokens:
     @property
     def lengths(self) -> list[int]:
         return [len(row) for row in self.ids]
+
+    def rows(self) -> list[TokenRow]:
+        """One :class:`TokenRow` per item: submit them to :meth:`Encoder.batcher`."""
+        return [TokenRow(self.kind, tuple(r)) for r in self.ids]
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """One item already tokenized for ``kind`` (special tokens included). An Encoder's
+    batcher queues it as it is, checked, not tokenized again: this is how a caller that
+    tokenized with per-call options (:meth:`Encoder.tokenize`, :meth:`Encoder.tokenize_ids`)
+    uses the batcher (the server does)."""
+
+    kind: Kind
+    ids: tuple[int, ...]
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int = 0, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -140,16 +158,21 @@ class TextTokenizer:
     the tokenizer object, and setting it per call would race between threads.
     """
 
-    def __init__(self, path: str | Path, max_length: int):
+    def __init__(self, path: str | Path, max_length: int, direction: Direction = "right", truncate: bool = True):
         try:
             tok = Tokenizer.from_file(str(path))
         except Exception as e:  # the Rust side raises plain Exception
             raise BundleFormatError(f"cannot load tokenizer {str(path)!r}: {e}") from e
         # Override whatever the file says (some tokenizer.json files pad to max length).
         tok.no_padding()
-        tok.enable_truncation(max_length=max_length)
-        self._tok = tok
-        self.max_length = max_length
+        if truncate:
+            tok.enable_truncation(max_length=max_length, direction=direction)
+        else:
+            tok.no_truncation()  # the whole text: its true token count, checked by the caller
+        self._tok, self._path = tok, path
+        self.max_length, self.direction, self.truncate = max_length, direction, truncate
+        self._variants: dict[tuple[str, bool], TextTokenizer] = {}
+        self._variants_lock = threading.Lock()
         pad = tok.token_to_id("[PAD]")
         self.pad_id = 0 if pad is None else pad
         # Character cap: only the first max_length tokens are kept, so never hand
@@ -164,8 +187,34 @@ class TextTokenizer:
         # FALLBACK_FACTOR times longer, and that is where we stop: no input,
         # however crafted, costs more than a bounded prefix. BPE/Unigram words
         # are unbounded, so those tokenizers get no cap.
+        # Left truncation mirrors this: the cut keeps the end, the check the first kept token.
+        # Without truncation there is no cap: the caller asked for the whole text's tokens.
         self._word_chars: int | None = getattr(tok.model, "max_input_chars_per_word", None)
-        self.char_cap: int | None = max_length * self._word_chars if self._word_chars else None
+        self.char_cap: int | None = max_length * self._word_chars if self._word_chars and truncate else None
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def special_ids(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer puts before and after a text's own (``[CLS]``, ``[SEP]``)."""
+        full = self._tok.encode("a").ids
+        bare = self._tok.encode("a", add_special_tokens=False).ids
+        k = next((k for k in range(len(full)) if full[k:k + len(bare)] == bare), None)
+        if not bare or k is None:
+            raise InputError("this bundle's tokenizer does not wrap a text in special tokens; token arrays are not supported")
+        return full[:k], full[k + len(bare):]
+
+    def variant(self, direction: Direction = "right", truncate: bool = True) -> TextTokenizer:
+        """This tokenizer with other truncation settings: built on first use, then kept
+        (truncation is a property of the Rust object, so each setting is its own object)."""
+        if (direction, truncate) == (self.direction, self.truncate):
+            return self
+        with self._variants_lock:
+            key = (direction, truncate)
+            if key not in self._variants:
+                self._variants[key] = TextTokenizer(self._path, self.max_length, direction, truncate)
+            return self._variants[key]
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids (with [CLS]/[SEP]), truncated at max_length, unpadded."""
@@ -183,7 +232,7 @@ class TextTokenizer:
         cap = self.char_cap
         if cap is None:
             return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=True)]
-        cut = [t if len(t) <= cap else t[:cap] for t in texts]
+        cut = [t if len(t) <= cap else self._cut(t, cap) for t in texts]
         encs = self._tok.encode_batch(cut, add_special_tokens=True)
         ids = [e.ids for e in encs]
         redo = [
@@ -192,7 +241,7 @@ class TextTokenizer:
         ]
         if redo:
             longer = cap * FALLBACK_FACTOR
-            full = self._tok.encode_batch([texts[i][:longer] for i in redo], add_special_tokens=True)
+            full = self._tok.encode_batch([self._cut(texts[i], longer) for i in redo], add_special_tokens=True)
             for i, e in zip(redo, full):
                 ids[i] = e.ids
         return ids
@@ -203,13 +252,89 @@ class TextTokenizer:
         # character: the last kept token ends at `end`, its word at most one max
         # word length later. The margin is doubled for normalizers that drop
         # characters (accents, control chars) inside a word.
+        # Left truncation keeps the end: mirrored, the first kept token must start at
+        # least as far after the cut's start (special tokens, at offset 0, excluded).
         if len(enc.ids) < self.max_length:
             return False
+        if self.direction == "left":
+            start = min((s for (s, _), special in zip(enc.offsets, enc.special_tokens_mask) if not special),
+                        default=0)
+            return start >= 2 * self._word_chars + 1
         end = max((e for _, e in enc.offsets), default=0)
         return end + 2 * self._word_chars + 1 <= cut_len
+
+    def _cut(self, text: str, length: int) -> str:
+        return text[-length:] if self.direction == "left" else text[:length]
 
 
 def tokenize(tokenizer: TextTokenizer, kind: Kind, texts: list[str]) -> Tokens:
     t0 = time.perf_counter()
     ids = tokenizer.encode(texts)
     return Tokens(kind, tuple(ids), time.perf_counter() - t0)
+
+
+# --- per-call options and token ids ------------------------------------------------
+def tokenize_with(tokenizer: TextTokenizer, kind: Kind, texts: list[str], rules: TextRules, *, truncate: bool = True,
+                  direction: Direction = "right") -> Tokens:
+    """:func:`tokenize` with the caller's truncation (TEI's fields): ``truncate=False`` refuses an
+    item over the max length, naming it and its token count, instead of cutting it;
+    ``direction="left"`` keeps the end of the text (refused where it would cut the kind's prefix)."""
+    prefix = _prefix(rules, kind)
+    if not isinstance(truncate, bool):
+        raise InputTypeError(f"truncate must be True or False, got {truncate!r}")
+    if direction not in DIRECTIONS:
+        raise InputError(f"truncation_direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    if direction == "left" and truncate and prefix:
+        raise InputError(f"left truncation would cut this bundle's {kind} prefix {prefix!r}; use right truncation")
+    tokens = tokenize(tokenizer.variant(direction, truncate), kind, texts)
+    if not truncate:
+        where = "queries" if kind == "query" else "passages"
+        for i, n in enumerate(tokens.lengths):
+            if n > tokenizer.max_length:
+                raise InputError(f"{where}[{i}] has {n} tokens, more than the {kind} limit of {tokenizer.max_length} "
+                                 f"(special tokens included); shorten it or allow truncation")
+    return tokens
+
+
+def token_id_rows(tokenizer: TextTokenizer, kind: Kind, rows: Any, rules: TextRules) -> Tokens:
+    """Token arrays (ids of THIS tokenizer's vocabulary, without special tokens) -> :class:`Tokens`:
+    wrapped in the special tokens and truncated at the max length, as text is. Ids of another
+    vocabulary cannot be told apart in general: only ids outside this one are refused."""
+    t0 = time.perf_counter()
+    _check_container(rows, "token_ids", "list of ids")
+    prefix = _prefix(rules, kind)
+    if prefix:
+        raise InputError(f"token arrays cannot carry this bundle's {kind} prefix {prefix!r}; send text")
+    head, tail = tokenizer.special_ids()
+    keep = tokenizer.max_length - len(head) - len(tail)
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, (list, tuple)) or not row:
+            raise InputTypeError(f"token_ids[{i}] must be a non-empty list of token ids, got {_type_hint(row)}")
+        _check_ids(row, f"token_ids[{i}]", tokenizer.vocab_size)
+        out.append([*head, *row[:keep], *tail])
+    return Tokens(kind, tuple(out), time.perf_counter() - t0)
+
+
+def row_ids(rows: list[TokenRow], kind: Kind, tokenizer: TextTokenizer) -> list[list[int]]:
+    """Check already tokenized rows before they are queued (kind, length, ids)."""
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, TokenRow) or row.kind != kind:
+            raise InputTypeError(f"rows[{i}] is not a {kind} TokenRow; do not mix texts and token rows in one request")
+        if not 0 < len(row.ids) <= tokenizer.max_length:
+            raise InputError(f"rows[{i}] has {len(row.ids)} tokens; a {kind} row has 1 to {tokenizer.max_length}")
+        _check_ids(row.ids, f"rows[{i}]", tokenizer.vocab_size)
+        out.append(list(row.ids))
+    return out
+
+
+def _prefix(rules: TextRules, kind: Kind) -> str:
+    return rules.query_prefix if kind == "query" else rules.passage_prefix
+
+
+def _check_ids(ids: Sequence[Any], where: str, vocab_size: int) -> None:
+    for j, x in enumerate(ids):
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not 0 <= x < vocab_size:
+            raise InputError(f"{where}[{j}] = {x!r:.40} is not a token id of this model's vocabulary (0 to "
+                             f"{vocab_size - 1}); send the ids of this model's tokenizer, or text")

@@ -2,29 +2,27 @@
 
 Routes (all JSON; see docs/serving.md for examples):
 
-- ``POST /embed``: TEI style, ``{"inputs": str | [str | {"title","text"} | [title, text]],
-  "kind": "query" | "passage" (default passage), "normalize": bool?}`` -> ``[[float, ...], ...]``;
-- ``POST /v1/embeddings``: OpenAI style, ``{"input": str | [str], "model": str?,
-  "encoding_format": "float" | "base64", "kind": "query" | "passage"}`` (default passage);
-  ``POST /v1/query/embeddings`` and ``/v1/passage/embeddings`` fix the kind by path, so an
-  OpenAI client picks it with its base URL (``.../v1/query``);
+- ``POST /embed`` and ``POST /``: TEI's embed (``tei.py``): ``inputs``, ``truncate``,
+  ``truncation_direction``, ``prompt_name``, ``normalize``, ``dimensions``, bowrt's ``kind``;
+- ``POST /v1/embeddings``, ``/v1/query/embeddings``, ``/v1/passage/embeddings``,
+  ``GET /v1/models``: OpenAI's (``openai_routes.py``), errors in OpenAI's shape;
 - ``GET /health`` (never needs the API key), ``GET /info``, ``GET /metrics`` (Prometheus text).
 
-A request is parsed and checked in the event loop (``parse.py``), then submitted in a
-worker thread to its kind's :meth:`Encoder.batcher`, which validates and tokenizes it
-there, once, and queues its token rows; the batcher's single worker runs merged batches.
-This is the same path as ``Encoder.batcher`` in an application, so the server returns the
-vectors the Encoder returns. Metrics are in ``metrics.py``; errors map to statuses in
-``parse.error``.
+A request is parsed and checked in the event loop, then tokenized in a worker thread, once,
+by the Encoder (:meth:`Encoder.tokenize`, with the request's truncation options, or
+:meth:`Encoder.tokenize_ids`) and submitted there, as token rows, to its kind's
+:meth:`Encoder.batcher`; the batcher's single worker runs merged batches. This is the same
+path as ``Encoder.batcher`` in an application, so the server returns the vectors the Encoder
+returns. Metrics are in ``metrics.py``; errors map to statuses in ``parse.error``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
-import json
 import logging
+import os
+import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,21 +34,23 @@ try:
     import anyio
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException
 except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError("bowrt serve needs the serve extra: pip install 'bowrt[serve]'") from e
 
 from bowrt import __version__
 from bowrt.errors import OptionError
-from bowrt.options import check_int, check_number
+from bowrt.options import check_bool, check_int, check_number
 from bowrt.runtime import Encoder
 from bowrt.runtime.batcher import DEFAULT_MAX_WAIT_MS, DynamicBatcher
 from bowrt.runtime.tokenize import KINDS
-from bowrt.serve import parse
+from bowrt.serve import openai_routes, parse, tei
 from bowrt.serve.metrics import Metrics
 
 log = logging.getLogger("bowrt.serve")
 OPEN_PATHS = frozenset({"/health"})  # answered without the API key (load balancer probes)
-ROUTES = ("/embed", "/v1/embeddings", "/v1/query/embeddings", "/v1/passage/embeddings", "/health", "/info", "/metrics")
+ROUTES = ("/embed", "/", "/v1/embeddings", "/v1/query/embeddings", "/v1/passage/embeddings", "/v1/models", "/health",
+          "/info", "/metrics")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ class ServeConfig:
     max_batch_tokens: int | None = None  # padded tokens per batch; None: the Encoder's budget
     max_queue: int = 256  # pending requests per kind; more -> 429
     api_key: str | None = None  # when set, every route but /health needs "Authorization: Bearer <key>"
+    served_model_name: str | None = None  # the OpenAI model name; None: the bundle's source model id (never a path)
+    accept_token_ids: bool = False  # take OpenAI token arrays as ids of this model's vocabulary (see openai_routes)
 
     def __post_init__(self) -> None:
         for name in ("max_inputs", "max_body_bytes", "max_batch_size", "max_queue"):
@@ -74,6 +76,20 @@ class ServeConfig:
             check_number(name, getattr(self, name))
         if self.api_key is not None and not (isinstance(self.api_key, str) and self.api_key):
             raise OptionError("api_key must be a non-empty str or None")
+        name = self.served_model_name
+        if name is not None and not (isinstance(name, str) and name.strip() == name and name
+                                     and name.rpartition(":")[2] not in KINDS):
+            raise OptionError(f"served_model_name must be a non-empty str without spaces around it or a "
+                              f":query/:passage ending, got {name!r}")
+        check_bool("accept_token_ids", self.accept_token_ids)
+
+
+def default_model_name(source_model: str) -> str:
+    """The bundle's source model id, or the last part of it where it is a filesystem path
+    (absolute, or present on disk): a served name must not leak the export host's folders."""
+    if os.path.isabs(source_model) or os.path.exists(source_model):
+        return os.path.basename(os.path.normpath(source_model)) or "model"
+    return source_model
 
 
 class _Server:
@@ -85,11 +101,14 @@ class _Server:
         self.batchers: dict[str, DynamicBatcher] = {}
         self.metrics = Metrics()
         self.ready = False
+        self.model_name = config.served_model_name
+        self.created = int(time.time())
 
     def start(self) -> None:
         if self.encoder is None:
             self.encoder = Encoder(self.bundle, self.providers, self.threads)
         enc, cfg = self.encoder, self.config
+        self.model_name = cfg.served_model_name or default_model_name(enc.manifest.source_model)
         for kind in KINDS:
             # Unnormalized rows: a request may ask for normalize either way (TEI's field).
             self.batchers[kind] = enc.batcher(
@@ -107,14 +126,21 @@ class _Server:
         for b in self.batchers.values():
             b.close(drain=True, timeout=self.config.request_timeout_s)  # accepted requests are answered
 
-    async def embed(self, kind: str, items: list[Any], normalize: bool | None) -> tuple[np.ndarray, int]:
-        """Vectors for ``items`` and their token count; raises typed errors."""
+    async def embed(self, kind: str, items: list[Any], normalize: bool | None, *, truncate: bool = True,
+                    direction: str = "right", token_ids: bool = False) -> tuple[np.ndarray, int]:
+        """Vectors for ``items`` (texts, or token arrays with ``token_ids``) and their token count;
+        raises typed errors."""
         if not self.ready:
             raise parse.NotReady("the server is not ready (loading or shutting down)")
-        batcher, timeout = self.batchers[kind], self.config.request_timeout_s
+        enc, batcher, timeout = self.encoder, self.batchers[kind], self.config.request_timeout_s
+
+        def submit() -> Any:  # validation and tokenizing, once: in a worker thread, not in the event loop
+            tokens = (enc.tokenize_ids(kind, items) if token_ids
+                      else enc.tokenize(kind, items, truncate=truncate, truncation_direction=direction))
+            return batcher.submit(tokens.rows(), timeout=timeout)
+
         t0 = asyncio.get_running_loop().time()
-        # Validation and tokenizing run in submit: in a worker thread, not in the event loop.
-        future = await anyio.to_thread.run_sync(lambda: batcher.submit(items, timeout=timeout))
+        future = await anyio.to_thread.run_sync(submit)
         self.metrics.tokenize.observe(kind, asyncio.get_running_loop().time() - t0)
         vecs = await batcher.result_async(future, timeout)
         if normalize is None:
@@ -146,8 +172,10 @@ class _Guard:
 
         try:
             if self.expected is not None and path not in OPEN_PATHS and not self._authorized(scope):
-                response = JSONResponse({"error": "unauthorized", "error_type": "unauthorized"}, status_code=401,
-                                        headers={"WWW-Authenticate": "Bearer"})
+                body = (parse.openai_error("invalid or missing API key: send 'Authorization: Bearer <key>'", 401,
+                                           "invalid_api_key") if path.startswith("/v1/")
+                        else {"error": "unauthorized", "error_type": "unauthorized"})
+                response = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send_wrapper)
             else:
                 await self.app(scope, receive, send_wrapper)
@@ -178,85 +206,20 @@ def create_app(bundle: str | Path | Encoder, config: ServeConfig | None = None, 
     app = FastAPI(title="bowrt", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.bowrt = server
     app.add_middleware(_Guard, server=server)
-    _tei_routes(app, server)
-    _openai_routes(app, server)
+    tei.routes(app, server)
+    openai_routes.routes(app, server)
     _status_routes(app, server)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # Unknown routes and methods: OpenAI's error shape under /v1, FastAPI's elsewhere.
+        if request.url.path.startswith("/v1/"):
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+            return JSONResponse(parse.openai_error(str(exc.detail), exc.status_code, code), status_code=exc.status_code,
+                                headers=exc.headers)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
     return app
-
-
-def _tei_routes(app: FastAPI, server: _Server) -> None:
-    cfg = server.config
-
-    @app.post("/embed")
-    async def embed(request: Request) -> Response:
-        try:
-            body = parse.fields(await parse.read_json(request, cfg.max_body_bytes),
-                                ("inputs", "kind", "normalize", "truncate"), "inputs")
-            items = parse.inputs(body["inputs"], "inputs", cfg.max_inputs)
-            normalize = parse.optional(body, "normalize", (bool,), "true or false")
-            parse.optional(body, "truncate", (bool,), "true or false")  # accepted; inputs are always truncated
-            vecs, _ = await server.embed(parse.kind(body.get("kind", "passage")), items, normalize)
-        except Exception as exc:
-            return parse.error(exc, openai=False)
-        return Response(json.dumps(vecs.tolist()), media_type="application/json")
-
-
-def _openai_request(body: Any, cfg: ServeConfig, dim: int, path_kind: str | None) -> tuple[str, list[str], str]:
-    """Check an OpenAI embeddings body: ``(kind, texts, encoding_format)``."""
-    body = parse.fields(body, ("input", "model", "encoding_format", "dimensions", "user", "kind"), "input")
-    given = body["input"]
-    if isinstance(given, list) and given and (all(isinstance(x, int) for x in given)
-                                              or any(isinstance(x, list) for x in given)):
-        raise parse.Invalid("token arrays are not supported in 'input'; send text")
-    items = parse.inputs(given, "input", cfg.max_inputs)
-    if not all(isinstance(x, str) for x in items):
-        bad = next(i for i, x in enumerate(items) if not isinstance(x, str))
-        raise parse.Invalid(f"input[{bad}] must be a string, got {type(items[bad]).__name__}")
-    parse.optional(body, "model", (str,), "a string")
-    parse.optional(body, "user", (str,), "a string")
-    fmt = body.get("encoding_format") or "float"
-    if fmt not in ("float", "base64"):
-        raise parse.Invalid(f"'encoding_format' must be float or base64, got {fmt!r}")
-    dims = parse.optional(body, "dimensions", (int,), "an int")
-    if dims is not None and dims != dim:
-        raise parse.Invalid(f"'dimensions' must be {dim} (this model's size) or absent, got {dims}")
-    kind = parse.kind(body.get("kind", path_kind or "passage"))
-    if path_kind is not None and kind != path_kind:
-        raise parse.Invalid(f"'kind' {kind!r} contradicts the path /v1/{path_kind}/embeddings")
-    return kind, items, fmt
-
-
-def _openai_routes(app: FastAPI, server: _Server) -> None:
-    cfg = server.config
-
-    async def openai_embeddings(request: Request, path_kind: str | None) -> Response:
-        try:
-            body = await parse.read_json(request, cfg.max_body_bytes)
-            kind, items, fmt = _openai_request(body, cfg, server.encoder.dim, path_kind)
-            vecs, n_tokens = await server.embed(kind, items, None)
-        except Exception as exc:
-            return parse.error(exc, openai=True)
-
-        def encode(v: np.ndarray) -> Any:
-            return base64.b64encode(v.astype("<f4").tobytes()).decode() if fmt == "base64" else v.tolist()
-
-        return JSONResponse({
-            "object": "list",
-            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vecs)],
-            "model": server.encoder.manifest.source_model,
-            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
-        })
-
-    @app.post("/v1/embeddings")
-    async def v1_embeddings(request: Request) -> Response:
-        return await openai_embeddings(request, None)
-
-    @app.post("/v1/{kind}/embeddings")
-    async def v1_kind_embeddings(kind: str, request: Request) -> Response:
-        if kind not in KINDS:
-            message = f"no route /v1/{kind}/embeddings; use /v1/embeddings, /v1/query/embeddings or /v1/passage/embeddings"
-            return JSONResponse({"error": {"message": message, "type": "not_found", "code": 404}}, status_code=404)
-        return await openai_embeddings(request, kind)
 
 
 def _status_routes(app: FastAPI, server: _Server) -> None:
@@ -274,7 +237,7 @@ def _status_routes(app: FastAPI, server: _Server) -> None:
         enc = server.encoder
         m = enc.manifest
         return JSONResponse({
-            "model": m.source_model, "revision": m.source_revision, "variant": m.variant, "dim": enc.dim,
+            "model": server.model_name, "revision": m.source_revision, "variant": m.variant, "dim": enc.dim,
             "pooling": m.pooling, "normalize": m.normalize, "similarity": m.similarity,
             "provider": enc.provider, "providers": enc.providers,
             "max_input_length": {"query": m.text.query_max_length, "passage": m.text.passage_max_length},
