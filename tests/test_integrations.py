@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bowrt import Encoder
-from bowrt.errors import InputError, OptionError
+from bowrt.errors import InputError, InputTypeError, OptionError
 from tests.tolerances import SAME_BUNDLE_ATOL
 
 QUERY = "who wrote hamlet? " * 8  # longer than the query max length: the rules must differ
@@ -84,6 +84,9 @@ def test_against_the_server(adapter, enc, url):
         api["docs"](bad)
     with pytest.raises(InputError):  # as the Encoder's own error
         enc.encode_passages(bad)
+    for source in (api, adapter(enc)):  # a bare str: refused alike, never embedded character by character
+        with pytest.raises(InputTypeError, match="must be a list"):
+            source["docs"]("one text")
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)

@@ -22,6 +22,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError("bowrt.integrations.llamaindex needs llama-index-core: pip install 'bowrt[llamaindex]'") from e
 
+from bowrt.errors import InputTypeError
 from bowrt.integrations.source import resolve
 
 
@@ -59,3 +60,18 @@ class BowrtEmbedding(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return await self._source.aembed("passage", texts) if texts else []
+
+    def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False, **kwargs: Any) -> list[list[float]]:
+        # LlamaIndex chunks whatever it is given; a bare str would become one vector per character.
+        _require_list(texts)
+        return super().get_text_embedding_batch(texts, show_progress=show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(self, texts: list[str], show_progress: bool = False,
+                                        **kwargs: Any) -> list[list[float]]:
+        _require_list(texts)
+        return await super().aget_text_embedding_batch(texts, show_progress=show_progress, **kwargs)
+
+
+def _require_list(texts: Any) -> None:
+    if not isinstance(texts, (list, tuple)):
+        raise InputTypeError(f"passage texts must be a list, got {type(texts).__name__}; wrap one text as [text]")

@@ -24,6 +24,7 @@ from bowrt.errors import (
     BatchFailed,
     BowrtError,
     InputError,
+    InputTypeError,
     OptionError,
     Overloaded,
     RequestTimeout,
@@ -73,6 +74,8 @@ class ServerSource:
         self.model_name, self.dim = info.get("model", "unknown"), info.get("dim")
 
     def embed(self, kind: str, texts: list[Any]) -> list[list[float]]:
+        if not isinstance(texts, (list, tuple)):  # a str would be sliced into characters
+            raise InputTypeError(f"{kind} texts must be a list, got {type(texts).__name__}; wrap one text as [text]")
         out: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             body: dict[str, Any] = {"inputs": list(texts[start:start + self.batch_size]), "kind": kind}
