@@ -389,3 +389,22 @@ def test_report_lists_the_peers_that_ran_in_the_worker(tmp_path):
     md = report.markdown(res)
     assert "## Peers in the peer environment" in md and "| st-onnx | peer worker (python 3.11) | 0.42 | - |" in md
     assert "Peers in the peer environment" not in report.markdown(_fake_result())
+
+
+def test_runner_times_a_worker_system_inside_the_worker(tiny_bundles):
+    from benchmarks import runner
+    from benchmarks.peer_worker import WorkerSystem
+
+    w = WorkerSystem(systems.SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"]), threads=1), sys.executable)
+    texts = workloads.make_texts(tiny_bundles["fp32"] / "tokenizer.json", queries=8, corpus=8, seed=3)
+    cfg = runner.BenchConfig(quick=True)
+    rec: dict = {}
+    try:
+        runner.run_workload("w", w, "latency", texts, cfg, rec)
+        lat = rec["latency"]["w"][-1]  # warm-up calls dropped, milliseconds inside the worker
+        assert len(lat) == cfg.latency_calls and lat == [inner * 1000 for _, inner in w.calls[runner.LATENCY_WARM_CALLS:]]
+        runner.run_workload("w", w, "corpus", texts, cfg, rec)
+        assert len(w.calls) == 1 and rec["corpus"]["w"] == [w.calls[0][1]]  # the corpus call, inside the worker
+    finally:
+        w.close()
+    assert set(rec["ipc"]["w"]) == {"latency", "corpus"} and min(rec["ipc"]["w"]["latency"]) >= 0
