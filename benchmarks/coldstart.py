@@ -32,6 +32,13 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def interpreter(name: str) -> str:
+    """The python a system's fresh process runs in: the peer environment's for a peer-worker system."""
+    from benchmarks import systems
+
+    return str(systems.peer_python()) if systems.runs_in_worker(name) else sys.executable
+
+
 def measure(specs: dict[str, Any], payload: dict[str, list[str]], log: Callable[[str], None]) -> dict[str, Any]:
     """Per system (``SystemSpec``): cold start (process start -> first vector) and peak RSS after each step."""
     out: dict[str, Any] = {}
@@ -42,7 +49,7 @@ def measure(specs: dict[str, Any], payload: dict[str, list[str]], log: Callable[
             log(f"  cold start and peak RSS: {n} ...")
             t0 = time.time()
             try:
-                p = subprocess.run([sys.executable, "-m", "benchmarks.coldstart", spec.to_json(), str(path)],
+                p = subprocess.run([str(interpreter(spec.name)), "-m", "benchmarks.coldstart", spec.to_json(), str(path)],
                                    capture_output=True, text=True, timeout=1800, env=_child_env())
             except subprocess.SubprocessError as e:
                 out[n] = {"error": f"{type(e).__name__}: {e}"}

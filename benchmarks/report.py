@@ -123,6 +123,7 @@ def markdown(res: dict[str, Any]) -> str:
                               "% ceiling"], rows)
     out += _concurrent_md(res["workloads"].get("concurrent"))
     out += _overhead_md(res.get("overhead"))
+    out += _workers_md(res)
     out += _accuracy_md(res.get("accuracy"))
     c = res.get("ceilings") or {}
     if c:
@@ -166,6 +167,21 @@ def _overhead_md(ov: dict[str, Any] | None) -> list[str]:
                      "yes" if o["within_target"] else "**no**"])
     return out + _table(["system", "end-to-end", "inference", "tokenize", "batch", "post", "outside stages", "overhead",
                          "<= 5%"], rows)
+
+
+def _workers_md(res: dict[str, Any]) -> list[str]:
+    """Which systems ran in the peer environment's worker, and what the round trip added (not in their figures)."""
+    workers = {n: s["runs_in"] for n, s in res["systems"].items() if s.get("runs_in", "this process") != "this process"}
+    if not workers:
+        return []
+    env = res.get("peer_env") or {}
+    out = ["", "## Peers in the peer environment", "",
+           f"Run in a worker process of the peer environment ({env.get('venv', '?')}, built {env.get('built', '?')}); "
+           "their figures are the time inside the worker, the IPC round trip's extra is shown here and not counted.", ""]
+    ipc = res.get("ipc") or {}
+    rows = [[n, where, *(_fmt(ipc.get(n, {}).get(wl, {}).get("median_ms")) for wl in ("latency", "corpus"))]
+            for n, where in workers.items()]
+    return out + _table(["system", "runs in", "IPC ms per call, latency (median)", "IPC ms per call, corpus"], rows)
 
 
 def _accuracy_md(acc: dict[str, Any] | None) -> list[str]:

@@ -26,7 +26,7 @@ from benchmarks.report import summarize, write_report
 from bowrt.errors import OptionError
 
 WORKLOADS = ("latency", "batch32x128", "corpus", "concurrent")
-DEFAULT_AGAINST = ("torch", "torch-bf16", "st", "st-onnx", "ort-qint8", "optimum", "fastembed")
+DEFAULT_AGAINST = ("torch", "torch-bf16", "st", "st-onnx", "ort-qint8", "optimum", "fastembed", "ct2", "openvino", "llama.cpp")
 CLIENTS = (1, 4, 16, 64)
 MODES = ("batched", "direct")
 LATENCY_WARM_CALLS = 3  # dropped at the start of every latency run
@@ -34,7 +34,7 @@ PAUSE_S = 0.2  # between systems: lets the previous one's spinning worker thread
 QUICK_BUDGET_S = 120.0  # rounds + memory + accuracy; imports, loading and warm-up (~1 min) come on top
 QUICK_MIN_CORPUS = 32
 WARM_CORPUS = 16  # passages of the corpus run in the warm-up (FLOP-normalized for the estimate)
-QUICK_DROP_ORDER = ("st-onnx-int8", "st-onnx-O3", "st-onnx", "ort-qint8", "optimum", "torch-bf16", "fastembed", "st")
+QUICK_DROP_ORDER = ("llama.cpp", "openvino-fp32", "ct2-fp32", "openvino-int8", "st-onnx-int8", "st-onnx-O3", "st-onnx", "ort-qint8", "optimum", "torch-bf16", "fastembed", "st")
 # Rough share of the GEMM ceiling a system reaches, for the estimate made before anything ran.
 GUESSED_EFFICIENCY = {"fp32": 0.5, "bf16": 0.3, "int8": 0.3, "fp16": 0.3}
 Log = Callable[[str], None]
@@ -196,6 +196,35 @@ def workload_flops(config: dict[str, Any], texts: workloads.Texts, cfg: BenchCon
 # --- one workload on one system ----------------------------------------------------------------
 def run_workload(name: str, sys_: Any, wl: str, texts: workloads.Texts, cfg: BenchConfig, rec: dict[str, Any],
                  warm: bool = False) -> None:
+    calls = getattr(sys_, "calls", None)  # a peer worker's (round trip s, inside the worker s) per encode
+    if calls is not None:
+        calls.clear()
+    _run_workload(name, sys_, wl, texts, cfg, rec, warm)
+    if calls:
+        inside_worker(name, wl, rec, calls)
+
+
+def inside_worker(name: str, wl: str, rec: dict[str, Any], calls: list[tuple[float, float]]) -> None:
+    """A worker system's figure: the time inside the worker (what the peer costs in a user's own process);
+    the round trip's extra (pipes, .npy) goes to ``rec["ipc"]``, reported next to it."""
+    if wl == "latency":
+        rec[wl][name][-1] = [inner * 1000.0 for _, inner in calls[LATENCY_WARM_CALLS:]]
+    elif wl in ("batch32x128", "corpus"):
+        rec[wl][name][-1] = calls[-1][1]
+    else:
+        return
+    rec.setdefault("ipc", {}).setdefault(name, {}).setdefault(wl, []).extend(
+        (outer - inner) * 1000.0 for outer, inner in calls)
+
+
+def ipc_summary(ipc: dict[str, Any]) -> dict[str, Any]:
+    """Per worker system and workload: median milliseconds a call spent outside the worker (the IPC)."""
+    return {n: {wl: {"median_ms": float(np.median(v)), "max_ms": float(np.max(v)), "calls": len(v)}
+                for wl, v in by_wl.items()} for n, by_wl in ipc.items()}
+
+
+def _run_workload(name: str, sys_: Any, wl: str, texts: workloads.Texts, cfg: BenchConfig, rec: dict[str, Any],
+                  warm: bool) -> None:
     if wl == "latency":
         calls = 5 if warm else cfg.latency_calls + LATENCY_WARM_CALLS
         if hasattr(sys_, "record"):
@@ -332,7 +361,8 @@ def run(cfg: BenchConfig, log: Log = _stderr) -> dict[str, Any]:
             continue
         s = loaded[n]
         info[n] = {"status": "ok", "precision": specs[n].precision, "batching": s.batching,
-                   "sorts_by_length": s.sorts_by_length, "model_bytes": s.model_bytes}
+                   "sorts_by_length": s.sorts_by_length, "model_bytes": s.model_bytes,
+                   "runs_in": getattr(s, "where", "this process")}
     if not loaded:
         raise RuntimeError("no system could run: " + "; ".join(f"{n}: {i['reason']}" for n, i in info.items()))
 
@@ -397,7 +427,7 @@ def run(cfg: BenchConfig, log: Log = _stderr) -> dict[str, Any]:
         "% ceiling counts useful FLOPs only (no padding), 2 x linear weights x tokens + attention 4 L^2 H per layer",
         "fastembed runs a plain feature-extraction ONNX export (last_hidden_state, no fusions) of the same folder, "
         "as optimum-cli would produce; fastembed cannot download here",
-        *([(f"ort-qint8 stands in for st-onnx-int8 (sentence-transformers' int8 model with the "
+        *([(f"ort-qint8 is a reconstruction, not sentence-transformers: it stands in for st-onnx-int8 (sentence-transformers' int8 model with the "
             f"{specs['ort-qint8'].files.get('config', st_int8.host_config())} config, the one for this host's "
             "ISA; it needs optimum): the same export and the same ONNXQuantizer settings, run with "
             "SentenceTransformer.encode's batching (benchmarks/st_int8.py)")] if "ort-qint8" in specs else []),
@@ -422,11 +452,23 @@ def run(cfg: BenchConfig, log: Log = _stderr) -> dict[str, Any]:
                  "other_processes_cpu_fraction": others, "load_average_at_start": share.load_at_start},
         "machine": desc, "versions": vers, "ceilings": ceilings, "systems": info, "workloads": results_wl,
         "overhead": {n: workloads.overhead(log) for n, log in rec.get("timings", {}).items() if log}, "accuracy": acc,
+        "ipc": ipc_summary(rec.get("ipc", {})), "peer_env": _peer_env_info(),
     }
+    for s in loaded.values():  # peer workers exit now, not at interpreter exit
+        if hasattr(s, "close"):
+            s.close()
     res["meta"]["duration_s"] = time.time() - t_start
     paths = write_report(res, cfg.out)
     log(f"wrote {', '.join(str(p) for p in paths.values())} in {res['meta']['duration_s']:.0f} s")
     return res
+
+
+def _peer_env_info() -> dict[str, Any] | None:
+    """What the peer environment holds (pip freeze), when it is built."""
+    from benchmarks import peer_env
+
+    info = peer_env.ready_info()
+    return {"venv": str(peer_env.env_dir()), **info} if info else None
 
 
 def _drop(name: str, loaded: dict[str, Any], info: dict[str, Any], reason: str, log: Log) -> None:

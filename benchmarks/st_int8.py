@@ -120,7 +120,8 @@ class StInt8System:
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.batch = BATCH
-        self.batching = f"as SentenceTransformer.encode(batch_size={BATCH}): sorts by length (characters), padded per batch"
+        self.batching = (f"a reconstruction of st-onnx-int8 without optimum; as SentenceTransformer.encode(batch_size={BATCH}): "
+                         "sorts by length (characters), padded per batch")
         self.model_bytes = (folder / spec.files["onnx_file"]).stat().st_size
 
     def encode(self, texts: list[str], kind: str) -> np.ndarray:

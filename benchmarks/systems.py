@@ -29,9 +29,14 @@ from benchmarks import st_int8
 from bowrt.atomic import atomic_folder
 from bowrt.errors import OptionError
 
-PEERS = ("torch", "torch-bf16", "st", "st-onnx", "st-onnx-O3", "st-onnx-int8", "ort-qint8", "optimum", "fastembed")
-GROUPS = {"st-onnx": ("st-onnx", "st-onnx-O3", "st-onnx-int8")}  # --against st-onnx means all three
-PRECISION = {"torch-bf16": "bf16", "st-onnx-int8": "int8", "ort-qint8": "int8"}
+PEERS = ("torch", "torch-bf16", "st", "st-onnx", "st-onnx-O3", "st-onnx-int8", "ort-qint8", "optimum", "fastembed",
+         "ct2", "ct2-int8", "ct2-fp32", "openvino", "openvino-fp32", "openvino-int8", "llama.cpp")
+GROUPS = {"st-onnx": ("st-onnx", "st-onnx-O3", "st-onnx-int8"),  # --against st-onnx means all three
+          "ct2": ("ct2-int8", "ct2-fp32"), "openvino": ("openvino-fp32", "openvino-int8")}
+PRECISION = {"torch-bf16": "bf16", "st-onnx-int8": "int8", "ort-qint8": "int8", "ct2-int8": "int8", "openvino-int8": "int8",
+             "llama.cpp": "int8"}
+# Peers that run in the peer environment's worker (benchmarks/peer_env.py) when they cannot run here.
+PEER_ENV_SYSTEMS = ("st-onnx", "st-onnx-O3", "st-onnx-int8", "optimum", "openvino-fp32", "openvino-int8")
 BATCH = 32  # batch size for systems that take one (transformers has none of its own: users loop)
 ST_O_LEVEL = "O3"  # sentence-transformers' efficiency guide example for CPU
 
@@ -98,6 +103,50 @@ def _max_len(spec: SystemSpec, kind: str) -> int:
 def _prefixed(spec: SystemSpec, texts: list[str], kind: str) -> list[str]:
     prefix = spec.query_prefix if kind == "query" else spec.passage_prefix
     return [prefix + t for t in texts] if prefix else list(texts)
+
+
+def length_order(texts: list[str]) -> np.ndarray:
+    """SentenceTransformer.encode's order: longest text (in characters) first."""
+    return np.argsort([-len(t) for t in texts], kind="stable")
+
+
+def encode_sorted(texts: list[str], batch: int, run: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """SentenceTransformer.encode's batching around ``run``: sort by length, batches of ``batch``, order restored."""
+    order = length_order(texts)
+    out = [run([texts[i] for i in order[s : s + batch]]) for s in range(0, len(texts), batch)]
+    if not out:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(out)[np.argsort(order)]
+
+
+class SortedBatches:
+    """A peer run with SentenceTransformer.encode's batching: the folder's HF tokenizer, ``_run`` per batch."""
+
+    sorts_by_length = True
+
+    def __init__(self, spec: SystemSpec):
+        from transformers import AutoTokenizer
+
+        self.spec, self.batch = spec, BATCH
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.files["folder"])
+
+    def _run(self, texts: list[str], kind: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(self, texts: list[str], kind: str) -> np.ndarray:
+        return encode_sorted(_prefixed(self.spec, texts, kind), self.batch, lambda b: self._run(b, kind))
+
+
+def pool_np(hidden: np.ndarray, mask: np.ndarray, pooling: str, normalize: bool) -> np.ndarray:
+    """:func:`pool` in numpy (``[b, s, h]`` float32, ``[b, s]`` 0/1)."""
+    if pooling == "cls":
+        vec = hidden[:, 0]
+    else:
+        m = mask[..., None].astype(np.float32)
+        vec = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+    if normalize:
+        vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+    return vec.astype(np.float32)
 
 
 # --- PyTorch (transformers) ------------------------------------------------------------
@@ -392,11 +441,13 @@ class BowrtSystem:
         return got.vectors
 
 
-def unavailable_reason(name: str) -> str | None:
-    """Why ``name`` cannot run here, from cheap import checks (before anything is loaded); None if it may."""
+def _local_reason(name: str) -> str | None:
+    """Why ``name`` cannot run in this process, from cheap import checks; None if it may."""
     need = {"torch": ("torch", "transformers"), "torch-bf16": ("torch", "transformers"),
             "st": ("torch", "sentence-transformers"), "fastembed": ("fastembed", "torch"),
-            "ort-qint8": ("torch", "transformers", "onnx")}
+            "ort-qint8": ("torch", "transformers", "onnx"), "ct2-int8": ("ctranslate2", "torch", "transformers"),
+            "ct2-fp32": ("ctranslate2", "torch", "transformers"), "openvino-fp32": ("openvino", "torch", "transformers", "onnx"),
+            "openvino-int8": ("openvino", "nncf", "torch", "transformers", "onnx")}
     missing = [p for p in need.get(name, ()) if version(p) is None]
     if missing:
         return f"not installed: {', '.join(missing)} (pip install {' '.join(missing)})"
@@ -405,12 +456,49 @@ def unavailable_reason(name: str) -> str | None:
             _require_optimum()
         except Unavailable as e:
             return str(e)
+    if name == "llama.cpp":
+        from benchmarks import peers_llamacpp
+
+        return peers_llamacpp.unavailable_reason()
     return None
+
+
+def peer_python() -> Path | None:
+    """The peer environment's python when it is built (and this is not already a worker), else None."""
+    import os
+
+    from benchmarks import peer_env, peer_worker
+
+    if os.environ.get(peer_worker.WORKER_ENV):
+        return None
+    venv = peer_env.env_dir()
+    return peer_env.python_of(venv) if peer_env.ready_info(venv) is not None else None
+
+
+def runs_in_worker(name: str) -> bool:
+    """True when ``name`` cannot run here but the peer environment's worker can run it."""
+    return name in PEER_ENV_SYSTEMS and _local_reason(name) is not None and peer_python() is not None
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why ``name`` can run neither here nor in the peer environment's worker; None if it may run."""
+    why = _local_reason(name)
+    if why is None or runs_in_worker(name):
+        return None
+    if name in PEER_ENV_SYSTEMS:
+        from benchmarks import peer_env
+
+        return f"{why}; it runs in the peer environment, which is not built: {peer_env.how_to_build()}"
+    return why
 
 
 def prepare(spec: SystemSpec, work: Path) -> SystemSpec:
     """One-time files a system needs (parent process only); any failure becomes :class:`Unavailable`."""
     try:
+        if runs_in_worker(spec.name):
+            from benchmarks import peer_worker
+
+            return peer_worker.prepare_in_worker(spec, work, peer_python())
         if spec.name == "fastembed":
             if version("fastembed") is None:
                 raise Unavailable("fastembed is not installed (pip install fastembed)")
@@ -421,6 +509,16 @@ def prepare(spec: SystemSpec, work: Path) -> SystemSpec:
             return st_int8.prepare(spec, work)
         if spec.name == "optimum":
             _require_optimum()
+        if spec.name.startswith("ct2-"):
+            from benchmarks import peers_ct2
+
+            return peers_ct2.prepare(spec, work)
+        if spec.name.startswith("openvino-"):
+            from benchmarks import peers_openvino
+
+            return peers_openvino.prepare(spec, work)
+        if spec.name == "llama.cpp" and (why := _local_reason(spec.name)):
+            raise Unavailable(why)
     except Unavailable:
         raise
     except Exception as e:
@@ -431,6 +529,10 @@ def prepare(spec: SystemSpec, work: Path) -> SystemSpec:
 def load(spec: SystemSpec) -> Any:
     """Build the adapter for ``spec``; any failure to load becomes :class:`Unavailable`."""
     try:
+        if runs_in_worker(spec.name):
+            from benchmarks.peer_worker import WorkerSystem
+
+            return WorkerSystem(spec, peer_python())
         if spec.name in ("torch", "torch-bf16"):
             return TorchSystem(spec, bf16=spec.name == "torch-bf16")
         if spec.name == "st" or spec.name.startswith("st-onnx"):
@@ -443,6 +545,16 @@ def load(spec: SystemSpec) -> Any:
             return st_int8.StInt8System(spec)
         if spec.name.startswith("bowrt-"):
             return BowrtSystem(spec)
+        if spec.name.startswith("ct2-"):
+            from benchmarks.peers_ct2 import CT2System
+
+            return CT2System(spec)
+        if spec.name.startswith("openvino-"):
+            from benchmarks.peers_openvino import OpenVINOSystem
+
+            return OpenVINOSystem(spec)
+        if spec.name == "llama.cpp":
+            raise Unavailable(_local_reason(spec.name) or "llama.cpp: no adapter for a working llama-cpp-python yet")
     except Unavailable:
         raise
     except Exception as e:

@@ -142,7 +142,9 @@ def test_micro_run_torch_vs_bowrt_with_an_unavailable_peer(tiny_bundles, tiny_mo
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert RESULT_KEYS <= set(res)
-    assert res["systems"]["optimum"] == {"status": "unavailable", "reason": "optimum is missing (test)"}
+    opt = res["systems"]["optimum"]
+    assert opt["status"] == "unavailable" and opt["reason"].startswith("optimum is missing (test)")
+    assert "python -m benchmarks.peer_env build" in opt["reason"]  # where it would run, and how to get there
     assert res["systems"]["torch"]["status"] == res["systems"]["bowrt-fp32"]["status"] == "ok"
     for wl in ("latency", "batch32x128", "corpus"):
         assert set(res["workloads"][wl]["results"]) == {"torch", "bowrt-fp32"}
@@ -171,9 +173,9 @@ def test_st_int8_config_follows_the_host_isa():
 def test_ort_qint8_quantizes_like_sentence_transformers_and_keeps_order(tiny_model_dir, tmp_path):
     """The optimum-free stand-in for st-onnx-int8: every MatMul int8 (the attention's too), ST's batching."""
     import onnx
-    from tests.reference import torch_reference
 
     from benchmarks import st_int8
+    from tests.reference import torch_reference
 
     spec = systems.prepare(systems.SystemSpec("ort-qint8", model_dir=str(tiny_model_dir), threads=1), tmp_path)
     config = st_int8.host_config()  # the config a sentence-transformers user picks for this host
@@ -211,3 +213,198 @@ def test_ort_qint8_quantizes_like_sentence_transformers_and_keeps_order(tiny_mod
     assert (cos.argmax(1) == np.arange(len(texts))).all()  # the caller's order is restored
     assert cos.diagonal().min() > 0.95, cos.diagonal()
     assert sys_.encode([], "passage").shape[0] == 0
+
+
+# --- issue 19: the peer environment, its worker, and the new peers ------------------------------
+def test_peer_env_installs_torch_first_pinned_then_the_optimum_stack(tmp_path):
+    from benchmarks import peer_env
+
+    cmds = peer_env.build_commands(tmp_path / "venv", base_python="/usr/bin/python3")
+    assert cmds[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "venv")]
+    py = str(peer_env.python_of(tmp_path / "venv"))
+    installs = [c for c in cmds if c[:4] == [py, "-m", "pip", "install"]]
+    torch_step = next(i for i, c in enumerate(installs) if any(a.startswith("torch") for a in c))
+    assert [a for a in installs[torch_step][4:] if not a.startswith("-")] == ["torch==2.13.0"]  # alone, exact pin
+    rest = installs[torch_step + 1]
+    assert "torch==2.13.0" in rest  # repeated, so no requirement can swap the CPU build for another
+    assert "transformers<4.58" in rest and any(a.startswith("optimum-onnx[onnxruntime]") for a in rest)
+    assert any(a.startswith("sentence-transformers") and a.endswith("<6") for a in rest)
+    assert not any(a == "torch" for c in cmds for a in c)  # never a bare torch requirement
+    assert peer_env.env_key() != peer_env.env_key(requirements=peer_env.REQUIREMENTS + ("x",))
+
+
+def test_peer_env_is_ready_only_after_a_finished_build(tmp_path):
+    from benchmarks import peer_env
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    assert peer_env.ready_info(venv) is None  # nothing built
+    (venv / peer_env.READY).write_text(json.dumps({"built": "now", "freeze": ["torch==2.13.0+cpu"]}))
+    assert peer_env.ready_info(venv) is None  # ready.json, but its python is gone
+    peer_env.python_of(venv).symlink_to(sys.executable)
+    assert peer_env.ready_info(venv)["freeze"] == ["torch==2.13.0+cpu"]
+    (venv / peer_env.READY).write_text("{half")
+    assert peer_env.ready_info(venv) is None
+
+
+def test_worker_round_trips_vectors_exactly(tiny_bundles):
+    from benchmarks.peer_worker import WorkerSystem
+
+    spec = systems.SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"]), threads=1)
+    texts = ["who wrote hamlet?", "the nile flows north through egypt", "a"]
+    here = systems.load(spec)
+    w = WorkerSystem(spec, sys.executable)  # this venv's python as the worker interpreter
+    try:
+        assert w.batching == here.batching and w.model_bytes == here.model_bytes
+        for kind in ("query", "passage"):
+            got, want = w.encode(texts, kind), here.encode(texts, kind)
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+        assert len(w.calls) == 2 and all(outer >= inner > 0 for outer, inner in w.calls)
+        assert "python" in w.where
+    finally:
+        w.close()
+    assert w.worker.proc.poll() is not None  # closed: the worker process has exited
+
+
+def test_worker_errors_come_back_as_unavailable_or_worker_errors(tmp_path):
+    from benchmarks.peer_worker import Worker, WorkerError, WorkerSystem
+
+    with pytest.raises(systems.Unavailable, match="in the peer worker: .*failed to load"):
+        WorkerSystem(systems.SystemSpec("bowrt-fp32", bundle=str(tmp_path / "missing")), sys.executable)
+    w = Worker(sys.executable)
+    try:
+        with pytest.raises(WorkerError, match="encode before load"):
+            w.call({"op": "encode", "texts": ["x"], "kind": "query"})
+        with pytest.raises(WorkerError, match="unknown op 'magic'"):
+            w.call({"op": "magic"})
+        assert w.call({"op": "hello"})[0]["ok"]  # still serving after errors
+    finally:
+        w.close()
+    dead = tmp_path / "dead-python"
+    dead.write_text("#!/bin/sh\necho 'no such environment' >&2\nexit 3\n")
+    dead.chmod(0o755)
+    with pytest.raises(WorkerError, match=r"exited \(3\).*no such environment"):
+        Worker(dead)
+
+
+@pytest.fixture()
+def fake_peer_env(bench_env):
+    """A 'built' peer environment whose python is this one (so a test never builds the real venv)."""
+    from benchmarks import peer_env
+
+    venv = peer_env.env_dir()
+    (venv / "bin").mkdir(parents=True)
+    peer_env.python_of(venv).symlink_to(sys.executable)
+    (venv / peer_env.READY).write_text(json.dumps({"built": "test", "freeze": []}))
+    return venv
+
+
+def test_st_onnx_routes_to_the_peer_env_and_says_how_to_build_it(bench_env, fake_peer_env):
+    if systems._local_reason("st-onnx") is None:
+        pytest.skip("optimum runs in this environment: no worker needed")
+    from benchmarks import peer_env
+    from benchmarks.peer_worker import WorkerSystem
+
+    assert systems.runs_in_worker("st-onnx") and systems.unavailable_reason("st-onnx") is None
+    assert not systems.runs_in_worker("torch") and not systems.runs_in_worker("ct2-int8")
+    # The fake env's python has no optimum either: the worker's own Unavailable comes back as one.
+    with pytest.raises(systems.Unavailable, match="in the peer worker: .*optimum"):
+        systems.load(systems.SystemSpec("optimum", model_dir="/nowhere"))
+    assert isinstance(systems.load, type(systems.load)) and WorkerSystem  # the adapter the routing uses
+    (fake_peer_env / peer_env.READY).unlink()  # not built: the reason says how to build it
+    why = systems.unavailable_reason("st-onnx")
+    assert why and "python -m benchmarks.peer_env build" in why
+
+
+def test_new_peers_say_why_they_cannot_run(monkeypatch):
+    from benchmarks import peers_llamacpp
+
+    assert systems.expand_against(["ct2", "openvino"]) == ["ct2-int8", "ct2-fp32", "openvino-fp32", "openvino-int8"]
+    assert systems.PRECISION["ct2-int8"] == systems.PRECISION["openvino-int8"] == "int8"
+    real = systems.version
+    monkeypatch.setattr(systems, "version", lambda p: None if p in ("openvino", "nncf", "ctranslate2") else real(p))
+    assert "openvino" in systems._local_reason("openvino-fp32") and "nncf" in systems._local_reason("openvino-int8")
+    assert "ctranslate2" in systems._local_reason("ct2-int8")
+    monkeypatch.setattr(peers_llamacpp.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(systems.Unavailable, match="no binary wheel"):
+        systems.prepare(systems.SystemSpec("llama.cpp", model_dir="/m"), __import__("pathlib").Path("/tmp"))
+
+
+def test_ct2_converts_with_its_own_converter_and_matches_pytorch(tiny_model_dir, tmp_path):
+    pytest.importorskip("ctranslate2")
+    from bowrt.export.parity import cosines
+    from tests.reference import torch_reference
+    from tests.tolerances import BATCH_INVARIANT_MIN_COS, assert_fp32_parity
+
+    rng = np.random.default_rng(1)
+    words = ["river", "hamlet", "capital", "france", "play", "wrote", "egypt", "nile"]
+    texts = [" ".join(rng.choice(words, size=int(n))) for n in rng.permutation(np.arange(1, 41))]
+    ref = torch_reference(tiny_model_dir, texts, 256, pooling="cls")
+    for name in ("ct2-fp32", "ct2-int8"):
+        spec = systems.prepare(systems.SystemSpec(name, model_dir=str(tiny_model_dir), threads=1), tmp_path)
+        sys_ = systems.load(spec)
+        got = sys_.encode(texts, "passage")
+        if name == "ct2-fp32":
+            assert_fp32_parity(got, ref)
+        else:  # int8: close to PyTorch (0.99999 here), and each row its own text's: the caller's order restored
+            assert cosines(got, ref).min() > 0.9999
+            g, r = got - ref.mean(0), ref - ref.mean(0)  # centred: random weights point every vector one way
+            cos = (g / np.linalg.norm(g, axis=1, keepdims=True)) @ (r / np.linalg.norm(r, axis=1, keepdims=True)).T
+            assert (cos.argmax(1) == np.arange(len(texts))).all()
+        alone = np.concatenate([sys_.encode([t], "passage") for t in texts[:8]])
+        assert cosines(alone, got[:8]).min() >= (BATCH_INVARIANT_MIN_COS if name == "ct2-fp32" else 0.99)
+        assert sys_.encode([], "passage").shape[0] == 0
+
+
+def test_pool_np_matches_the_torch_pooling():
+    import torch
+
+    rng = np.random.default_rng(0)
+    hidden = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
+    for pooling in ("cls", "mean"):
+        for normalize in (False, True):
+            want = systems.pool(torch.from_numpy(hidden), torch.from_numpy(mask), pooling, normalize).numpy()
+            np.testing.assert_allclose(systems.pool_np(hidden, mask, pooling, normalize), want, rtol=1e-6, atol=1e-6)
+
+
+def test_worker_figures_are_the_time_inside_the_worker():
+    from benchmarks import runner
+
+    rec = {"latency": {"p": [[9.0] * 5]}, "corpus": {"p": [7.0]}}
+    calls = [(0.010 + i, 0.002) for i in range(runner.LATENCY_WARM_CALLS + 2)]
+    runner.inside_worker("p", "latency", rec, calls)
+    assert rec["latency"]["p"][-1] == [2.0, 2.0]  # warm-up calls dropped, inner ms
+    runner.inside_worker("p", "corpus", rec, [(3.5, 3.0)])
+    assert rec["corpus"]["p"] == [3.0]
+    summary = runner.ipc_summary(rec["ipc"])
+    assert summary["p"]["corpus"]["median_ms"] == pytest.approx(500.0) and summary["p"]["latency"]["calls"] == len(calls)
+
+
+def test_report_lists_the_peers_that_ran_in_the_worker(tmp_path):
+    res = _fake_result()
+    res["systems"]["st-onnx"] = {"status": "ok", "precision": "fp32", "batching": "b", "runs_in": "peer worker (python 3.11)"}
+    res["ipc"] = {"st-onnx": {"latency": {"median_ms": 0.42, "max_ms": 1.0, "calls": 3}}}
+    res["peer_env"] = {"venv": "/cache/peer-env-x", "built": "today"}
+    md = report.markdown(res)
+    assert "## Peers in the peer environment" in md and "| st-onnx | peer worker (python 3.11) | 0.42 | - |" in md
+    assert "Peers in the peer environment" not in report.markdown(_fake_result())
+
+
+def test_runner_times_a_worker_system_inside_the_worker(tiny_bundles):
+    from benchmarks import runner
+    from benchmarks.peer_worker import WorkerSystem
+
+    w = WorkerSystem(systems.SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"]), threads=1), sys.executable)
+    texts = workloads.make_texts(tiny_bundles["fp32"] / "tokenizer.json", queries=8, corpus=8, seed=3)
+    cfg = runner.BenchConfig(quick=True)
+    rec: dict = {}
+    try:
+        runner.run_workload("w", w, "latency", texts, cfg, rec)
+        lat = rec["latency"]["w"][-1]  # warm-up calls dropped, milliseconds inside the worker
+        assert len(lat) == cfg.latency_calls and lat == [inner * 1000 for _, inner in w.calls[runner.LATENCY_WARM_CALLS:]]
+        runner.run_workload("w", w, "corpus", texts, cfg, rec)
+        assert len(w.calls) == 1 and rec["corpus"]["w"] == [w.calls[0][1]]  # the corpus call, inside the worker
+    finally:
+        w.close()
+    assert set(rec["ipc"]["w"]) == {"latency", "corpus"} and min(rec["ipc"]["w"]["latency"]) >= 0
