@@ -116,3 +116,34 @@ def test_every_path_gives_the_same_vectors(which, minilm_bundles, tiny_bundles, 
         for name, got in paths_got.items():
             assert got.shape == want[kind].shape, (name, kind)
             np.testing.assert_allclose(got, want[kind], atol=SAME_BUNDLE_ATOL, rtol=0, err_msg=f"{name}, {kind}")
+
+
+# --- every writer's output follows the umask (bowrt/atomic.py) ---------------------------
+def _modes(folder):
+    """{"dirs": modes, "files": modes} of ``folder`` and everything under it."""
+    import stat
+
+    found = {"dirs": {stat.S_IMODE(folder.stat().st_mode)}, "files": set()}
+    for p in folder.rglob("*"):
+        found["dirs" if p.is_dir() else "files"].add(stat.S_IMODE(p.stat().st_mode))
+    return found
+
+
+@pytest.mark.parametrize("umask, dirs, files", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_bundles_repositories_and_encode_outputs_follow_the_umask(umask, dirs, files, tiny_model_dir, tiny_bundles,
+                                                                  minilm_bundles, tmp_path):
+    import os
+
+    from bowrt.export import export_model
+
+    old = os.umask(umask)
+    try:
+        export_model(str(tiny_model_dir), tmp_path / "bundles", ("fp32",), log=lambda _m: None)
+        export_triton(tiny_bundles["fp32"], tmp_path / "repo")
+        export_triton(minilm_bundles["fp32"], tmp_path / "repo", "normalized")  # the graph written, not copied
+        assert main(["encode", str(tiny_bundles["fp32"]), str(_corpus(tmp_path, "passage")), "-o", str(tmp_path / "vecs"),
+                     "--shard-size", "2", "--threads", "1", "--no-progress"]) == 0
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "bundles", tmp_path / "repo", tmp_path / "vecs"):
+        assert _modes(folder) == {"dirs": {dirs}, "files": {files}}, folder
