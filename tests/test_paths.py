@@ -31,7 +31,7 @@ def ray_cluster():
     """A local Ray for the module when Ray Data is installed (the scale extra), else None."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         yield None
         return
@@ -70,8 +70,8 @@ def _triton(model_dir, kind):
     """What Triton's onnxruntime backend runs: the repository's graph on the client's padded tensors,
     in requests of at most the config's max_batch_size rows."""
     config = (model_dir / "config.pbtxt").read_text()
-    (max_batch,) = re.findall(r"^max_batch_size: (\d+)$", config, re.M)
-    (output,) = re.findall(r'^output \[\n  \{\n    name: "(\w+)"', config, re.M)
+    (max_batch,) = re.findall(r"^max_batch_size: (\d+)$", config, re.MULTILINE)
+    (output,) = re.findall(r'^output \[\n  \{\n    name: "(\w+)"', config, re.MULTILINE)
     sess = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     items, step = ITEMS[kind], int(max_batch)
     return np.concatenate([sess.run([output], triton_inputs(model_dir, items[i:i + step], kind))[0]
