@@ -11,7 +11,8 @@
 Each handler imports what it needs, so ``bowrt verify`` works with the base
 install alone. Exit status: 0 success; 1 failure, reported as one line
 ``bowrt: error: ...`` on stderr (no traceback) for any bowrt error or missing
-extra; 2 usage error (argparse).
+extra, or a ``bowrt: warning: ...`` after the output of ``bowrt info`` on a bundle
+that fails its checksums, or a closed output pipe (quietly); 2 usage error (argparse).
 """
 
 from __future__ import annotations
@@ -80,12 +81,26 @@ def _fmt(value: Any) -> str:
 def _info(args: argparse.Namespace) -> int:
     import json
 
-    from bowrt.bundle import read_manifest
+    from bowrt.bundle import read_manifest, verify_bundle
+    from bowrt.errors import BundleError
 
     m = read_manifest(args.bundle)
+    try:
+        verify_bundle(args.bundle)
+        broken = None
+    except BundleError as e:  # still describe it: that is what info is for
+        broken = f"bowrt: warning: {args.bundle}: {' '.join(str(e).split())} (the checksum check failed)"
     if args.json:
         _say(json.dumps(m.to_json(), indent=2))
-        return 0
+    else:
+        _info_table(args, m)
+    if broken:
+        print(broken, file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _info_table(args: argparse.Namespace, m: Any) -> None:
     rows = [
         ("bundle", str(args.bundle)),
         ("model", m.source_model + (f" @ {m.source_revision}" if m.source_revision else "")),
@@ -112,7 +127,6 @@ def _info(args: argparse.Namespace) -> int:
     rows.append(("files", ", ".join(f"{n} {e['bytes'] / 1e6:.1f} MB" for n, e in sorted(m.files.items()))))
     for key, value in rows:
         _say(f"{key:<10} {value}")
-    return 0
 
 
 def _host_rows(m: Any) -> list[tuple[str, str]]:
@@ -252,7 +266,10 @@ def _add_verify(sub: Any) -> None:
 
 
 def _add_info(sub: Any) -> None:
-    s = sub.add_parser("info", help="summarize a bundle: variant, dims, pooling, lengths, parity")
+    s = sub.add_parser("info", help="summarize a bundle: variant, dims, pooling, lengths, parity",
+                       description="Summarize a bundle. Its files are checked against the manifest's sha256 "
+                                   "too: on a mismatch or a missing file info still prints what the manifest "
+                                   "says, then a 'bowrt: warning: ... checksum ...' line on stderr, and exits 1.")
     s.add_argument("bundle")
     s.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     s.set_defaults(handler=_info)
@@ -359,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     try:
         return args.handler(args)
+    except BrokenPipeError:
+        # The reader went away (`bowrt info ... | head -1`): no traceback. Python's own advice
+        # (docs: signal, "Note on SIGPIPE"): point stdout at devnull so that the flush at exit
+        # does not fail again, and exit 1.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (BowrtError, ImportError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"bowrt: error: {message}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,48 @@ def test_verify_failures_are_one_line(tiny_bundles, tmp_path, capsys):
     rc, _, err = _run(capsys, "info", str(tmp_path / "missing"))
     assert rc == 1
     _one_line_error(err)
+
+
+def test_info_on_a_tampered_bundle_prints_then_warns_and_exits_1(tiny_bundles, tmp_path, capsys):
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundles["fp32"], copy)
+    with open(copy / "model.onnx", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00\x01\x02\x03")
+    for extra in ((), ("--json",)):
+        rc, out, err = _run(capsys, "info", str(copy), *extra)
+        assert rc == 1 and ("variant    fp32" in out if not extra else json.loads(out)["variant"] == "fp32")
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"bowrt: warning: {copy}: ") and "model.onnx" in line and "checksum" in line
+    (copy / "model.onnx").unlink()
+    rc, out, err = _run(capsys, "info", str(copy))
+    assert rc == 1 and "variant    fp32" in out and "missing" in err
+    assert _run(capsys, "info", str(tiny_bundles["fp32"]))[0] == 0
+    assert main(["info", "--help"]) == 0 and "checksum" in capsys.readouterr().out
+
+
+def _closed_pipe_run(argv):
+    """Run ``bowrt argv`` with stdout a pipe whose reader has already gone."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-c", "import sys; from bowrt.cli import main; sys.exit(main())", *argv],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    finally:
+        os.close(write)
+
+
+def test_a_closed_output_pipe_is_quiet(tiny_bundles, tmp_path):
+    bundle = str(tiny_bundles["fp32"])
+    for argv in (["info", bundle], ["info", bundle, "--json"], ["verify", bundle],
+                 ["export-triton", bundle, "-o", str(tmp_path / "repo")]):
+        done = _closed_pipe_run(argv)
+        assert done.returncode == 1 and done.stderr == "", (argv, done.stderr)
+    # As a shell runs it: the reader takes one line and leaves.
+    done = subprocess.run(f"'{sys.executable}' -c 'import sys; from bowrt.cli import main; sys.exit(main())' "
+                          f"info '{bundle}' --json | head -1", shell=True, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.stdout == "{\n" and "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
 
 
 def test_verify_needs_only_the_base_install(tiny_bundles):

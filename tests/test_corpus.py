@@ -260,3 +260,51 @@ def test_read_corpus_streams(tmp_path):
     assert next(rows).item == "a"
     os.remove(src)  # already open: the rest still streams from the open file
     assert next(rows).item == "b"
+
+
+def test_progress_shows_total_rate_and_eta_and_reaches_the_total(enc, tmp_path, capsys, monkeypatch):
+    import re
+
+    from bowrt.corpus import progress
+
+    monkeypatch.setitem(progress.EVERY_S, "log", 0.001)  # stderr is not a terminal here: periodic lines
+    src = _write_tsv(tmp_path / "c.tsv", PASSAGES * 30)  # a header, 210 records
+    with src.open("a", encoding="utf-8") as f:
+        f.write("bad line without tabs\nx\ty")  # a reject, and a last line with no newline
+    r = encode_corpus(enc, src, tmp_path / "out", shard_size=50)
+    assert (r.total, r.rejects) == (211, 1)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("bowrt encode:")]
+    counts = [tuple(map(int, m.groups())) for ln in lines if (m := re.search(r"(\d+)/(\d+) lines", ln))]
+    assert len(counts) == len(lines) >= 2
+    assert {t for _, t in counts} == {213}  # every line of the file: header, records, reject
+    assert [c for c, _ in counts] == sorted(c for c, _ in counts) and counts[-1][0] == 213
+    assert re.search(r"\d+\.\d texts/s, ETA \d+:\d\d:\d\d", lines[-1]) and "(100.0%)" in lines[-1]
+    # Rerun: all shards reused, the count still ends at the total.
+    encode_corpus(enc, src, tmp_path / "out", shard_size=50)
+    assert re.search(r"213/213 lines \(100.0%\).*, 211 reused$", capsys.readouterr().err.splitlines()[-1])
+
+
+def test_progress_reports_each_chunk_and_redraws_one_line_on_a_terminal(enc):
+    import io
+
+    from bowrt.corpus import local_shard_encoder
+    from bowrt.corpus.progress import Progress, count_lines
+
+    reports = []
+    out = np.zeros((5, enc.dim), dtype=np.float32)
+    local_shard_encoder(enc, "passage", chunk=2)(_items(PASSAGES[:5]), out, reports.append)
+    assert reports == [2, 2, 1]
+    np.testing.assert_allclose(out, enc.encode_passages(_items(PASSAGES[:5])), atol=SAME_BUNDLE_ATOL)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    bar = Progress(True, 10, stream=term)
+    bar.texts(4)
+    bar._draw()
+    bar.close(finished=True)
+    assert term.getvalue().startswith("\rbowrt encode: 4/10 lines (40.0%)") and term.getvalue().count("\n") == 1
+    assert "\rbowrt encode: 10/10 lines (100.0%)" in term.getvalue()
+    assert Progress(False).line().startswith("bowrt encode: 0 lines") and count_lines(Path("x.tsv.gz")) is None

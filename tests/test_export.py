@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -388,6 +389,86 @@ def test_hub_model_offline_says_how_to_pass_a_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError, match="local"):
         export_model("bowdpr/bowdpr_wiki_triviaft", tmp_path / "out", ("fp32",), log=lambda _m: None)
+
+
+def test_hub_model_offline_fails_fast_in_one_line_naming_hf_download(tmp_path, capsys):
+    import time
+
+    from bowrt.cli import main
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # as CI (and tests/conftest.py) sets it
+    import transformers  # noqa: F401 - imported first: the time below is the failure's, not the imports'
+
+    t0 = time.perf_counter()
+    rc = main(["export", "bowdpr/bowdpr_wiki_triviaft", "-o", str(tmp_path / "out"), "--variants", "fp32"])
+    seconds = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and err.startswith("bowrt: error: "), err
+    assert "HF_HUB_OFFLINE is set" in err and "`hf download bowdpr/bowdpr_wiki_triviaft --local-dir DIR`" in err
+    assert "huggingface-cli" not in err and "Retrying" not in err
+    assert seconds < 5, f"{seconds:.1f} s to fail offline"
+
+
+def test_unreachable_hub_is_probed_once_then_only_the_cache_is_read(tmp_path, monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    from bowrt.export import source
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    assert "unreachable" in source._hub_unavailable()
+    t0 = time.perf_counter()
+    with pytest.raises(ModelNotFoundError, match="127.0.0.1:9 is unreachable .* not in the local Hugging Face cache.*hf download"):
+        source.load_source("bowdpr/bowdpr_wiki_triviaft")
+    assert time.perf_counter() - t0 < source.HUB_PROBE_TIMEOUT_S + 2
+
+
+def test_the_dropped_pooler_is_not_reported_but_missing_weights_are(tiny_model_dir, tmp_path, capfd):
+    import logging
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from bowrt.cli import main
+    from bowrt.export.source import _pooler_report_only
+
+    # A checkpoint with pooler weights (what most BERT checkpoints have; bowrt loads without the pooler).
+    folder = tmp_path / "ckpt"
+    torch.manual_seed(0)
+    BertModel(BertConfig.from_pretrained(tiny_model_dir), add_pooling_layer=True).save_pretrained(folder)
+    for f in tiny_model_dir.iterdir():
+        if "token" in f.name or f.name == "vocab.txt":
+            shutil.copy(f, folder / f.name)
+    seen = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addHandler(handler)
+    try:
+        assert main(["export", str(folder), "-o", str(tmp_path / "b"), "--variants", "fp32"]) == 0
+    finally:
+        logger.removeHandler(handler)
+    out, err = capfd.readouterr()
+    assert "pooler.dense" not in out + err and "LOAD REPORT" not in out + err and "UNEXPECTED" not in out + err
+    assert not [r for r in seen if "pooler" in r.getMessage()]
+    assert not logger.filters  # the filter was removed after loading
+
+    def record(msg):
+        return logging.LogRecord("transformers.modeling_utils", logging.WARNING, __file__, 1, msg, None, None)
+
+    assert _pooler_report_only(record("BertModel LOAD REPORT\npooler.dense.bias   | UNEXPECTED |\n"
+                                      "pooler.dense.weight | UNEXPECTED |"))
+    assert _pooler_report_only(record("Some weights of the model checkpoint at x were not used when initializing "
+                                      "BertModel: ['pooler.dense.bias', 'pooler.dense.weight']"))
+    # Anything else is a real problem and stays.
+    assert not _pooler_report_only(record("BertModel LOAD REPORT\npooler.dense.bias | UNEXPECTED |\n"
+                                          "encoder.layer.0.output.dense.weight | MISSING |"))
+    assert not _pooler_report_only(record("BertModel LOAD REPORT\npooler.dense.bias | MISSING |"))
+    assert not _pooler_report_only(record("something else entirely"))
 
 
 def test_sentence_transformers_settings_are_read(minilm_bundles):

@@ -10,6 +10,7 @@ from bowrt import Encoder
 from bowrt.bundle import read_manifest, sha256_file
 from bowrt.errors import BundleChecksumError, BundleError, OptionError
 from bowrt.scale.triton import PASSAGE_BUCKET, export_triton, triton_inputs
+from tests.tolerances import SAME_BUNDLE_ATOL
 
 model_config_pb2 = pytest.importorskip(
     "tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] (Triton's model_config protobuf) is not installed"
@@ -109,3 +110,19 @@ def test_tampered_bundle_is_refused(tiny_bundles, tmp_path):
         f.write(b"\x00\x01\x02\x03")
     with pytest.raises(BundleChecksumError):
         export_triton(copy, tmp_path / "repo")
+
+
+def test_graph_tail_refuses_what_it_cannot_edit(tiny_bundles):
+    from bowrt.errors import BundleFormatError
+    from bowrt.scale.onnx_tail import append_l2_normalize
+
+    model = (tiny_bundles["fp32"] / "model.onnx").read_bytes()
+    with pytest.raises(BundleFormatError, match="no node of the graph produces its output 'nothing'"):
+        append_l2_normalize(model, "nothing")
+    with pytest.raises(BundleFormatError, match="truncated"):
+        append_l2_normalize(model[:-7], "embedding")
+    # The edited graph: one more node, the same output name, unit rows.
+    sess = ort.InferenceSession(append_l2_normalize(model, "embedding"), providers=["CPUExecutionProvider"])
+    ids = np.array([[101, 2040, 2626, 102]], dtype=np.int64)
+    (vec,) = sess.run(["embedding"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0, atol=SAME_BUNDLE_ATOL)

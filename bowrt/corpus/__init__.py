@@ -32,6 +32,7 @@ The steps, a module each: :mod:`~bowrt.corpus.settings` (the job's settings, one
 frozen :class:`CorpusSettings`), :mod:`~bowrt.corpus.read` (input lines to records
 and rejects), :mod:`~bowrt.corpus.shards` (grouping, the resume check, writing one
 shard), :mod:`~bowrt.corpus.job` (the output folder: ``job.json``, ``index.json``),
+:mod:`~bowrt.corpus.progress` (the progress line),
 :mod:`~bowrt.corpus.run` (the loop, and :func:`encode_corpus`).
 """
 

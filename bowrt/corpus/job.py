@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,9 @@ class CorpusJob:
         """The shard's marker when it is complete for exactly this input, else None."""
         return shard_done(self.outdir, shard)
 
-    def write(self, shard: ShardInput, encode: ShardEncoder) -> dict[str, Any]:
+    def write(self, shard: ShardInput, encode: ShardEncoder, progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
         """Encode one shard into ``.tmp`` files, rename them, then write its done marker (last)."""
-        return write_shard(self.outdir, shard, encode, self.settings.dtype, self.manifest.hidden_size)
+        return write_shard(self.outdir, shard, encode, self.settings.dtype, self.manifest.hidden_size, progress)
 
     def finish(self, markers: list[dict[str, Any]], rejects: int) -> dict[str, Any]:
         # Shards beyond the last one belong to an earlier, longer input: remove them.

@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 
 from bowrt.bundle import Manifest
 from bowrt.corpus.job import INDEX, REJECTS, CorpusJob
+from bowrt.corpus.progress import Progress, count_lines
 from bowrt.corpus.read import Reject, check_input, detect_format, read_corpus
 from bowrt.corpus.settings import ENCODE_CHUNK, CorpusSettings, corpus_settings
 from bowrt.corpus.shards import ShardEncoder, plan_shards
@@ -32,39 +32,6 @@ class CorpusResult:
     shards_reused: int
     encoded: int  # vectors computed by this run
     seconds: float
-
-
-class _Progress:
-    """tqdm when installed, else a line on stderr every 10 s."""
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.encoded, self.reused, self.t0, self.last = enabled, 0, 0, time.perf_counter(), 0.0
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(unit=" texts", desc="bowrt encode", file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
-            except ImportError:
-                pass
-
-    def add(self, encoded: int = 0, reused: int = 0) -> None:
-        self.encoded, self.reused = self.encoded + encoded, self.reused + reused
-        if self.bar is not None:
-            self.bar.update(encoded)
-            if reused:
-                self.bar.set_postfix(reused=self.reused)
-        elif self.enabled and time.perf_counter() - self.last >= 10.0:
-            self.last = time.perf_counter()
-            print(f"bowrt encode: {self.encoded} encoded ({self.rate:.0f}/s), {self.reused} reused", file=sys.stderr, flush=True)
-
-    @property
-    def rate(self) -> float:
-        return self.encoded / max(time.perf_counter() - self.t0, 1e-9)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class _Rejects:
@@ -101,23 +68,23 @@ def run_corpus_job(bundle_dir: Path, manifest: Manifest, input: str | os.PathLik
     job = CorpusJob(bundle_dir, manifest, input, outdir, settings)
     t0 = time.perf_counter()
     markers, written = [], 0
-    bar = _Progress(settings.progress)
+    bar = Progress(settings.progress, count_lines(input) if settings.progress else None)
     rejects = _Rejects(outdir, input, stop=settings.on_error == "stop")
     try:
         for shard in plan_shards(read_corpus(input, settings.fmt, settings.kind), settings.shard_size, rejects):
             marker = job.done(shard)
             if marker is None:
-                marker = job.write(shard, encode)
+                marker = job.write(shard, encode, bar.texts)
                 written += 1
-                bar.add(encoded=len(shard.ids))
+                bar.lines_done(shard.last_line)
             else:
-                bar.add(reused=len(shard.ids))
+                bar.lines_done(shard.last_line, reused=len(shard.ids))
             markers.append(marker)
     except BaseException:
         rejects.discard()
-        raise
-    finally:
         bar.close()
+        raise
+    bar.close(finished=True)
     rejects.commit()
     index = job.finish(markers, rejects.count)
     return CorpusResult(outdir, index["total"], rejects.count, len(markers), written, len(markers) - written,
@@ -125,12 +92,14 @@ def run_corpus_job(bundle_dir: Path, manifest: Manifest, input: str | os.PathLik
 
 
 def local_shard_encoder(encoder: Any, kind: str, chunk: int = ENCODE_CHUNK) -> ShardEncoder:
-    """Encode a shard in this process, ``chunk`` texts per Encoder call."""
+    """Encode a shard in this process, ``chunk`` texts per Encoder call (each reported to ``progress``)."""
     run = encoder.encode_queries if kind == "query" else encoder.encode_passages
 
-    def encode(items: Sequence[Any], out: np.ndarray) -> None:
+    def encode(items: Sequence[Any], out: np.ndarray, progress: Callable[[int], None]) -> None:
         for start in range(0, len(items), chunk):
-            out[start:start + chunk] = run(list(items[start:start + chunk]))
+            part = list(items[start:start + chunk])
+            out[start:start + len(part)] = run(part)
+            progress(len(part))
 
     return encode
 

@@ -27,7 +27,8 @@ class CorpusSettings:
     ``on_error``: ``"skip"`` writes unusable lines to ``rejects.jsonl``; ``"stop"``
     raises :class:`~bowrt.errors.CorpusLineError` at the first one.
     ``overwrite``: replace an output folder holding a job with other settings.
-    ``progress``: a progress bar (tqdm) or line on stderr.
+    ``progress``: a progress line on stderr: lines done of the total, texts/s, ETA
+    (:mod:`~bowrt.corpus.progress`).
     """
 
     kind: str = "passage"

@@ -15,8 +15,9 @@ from bowrt.atomic import fsync_replace, write_text_atomic
 from bowrt.bundle import sha256_file
 from bowrt.corpus.read import Record, Reject
 
-# Fills ``out`` (shape [len(items), dim]) with the vectors of ``items``, in order.
-ShardEncoder = Callable[[Sequence[Any], np.ndarray], None]
+# Fills ``out`` (shape [len(items), dim]) with the vectors of ``items``, in order, calling
+# ``progress(n)`` as each ``n`` more rows are filled (for the job's progress line).
+ShardEncoder = Callable[[Sequence[Any], np.ndarray, Callable[[int], None]], None]
 
 
 @dataclass
@@ -69,11 +70,12 @@ def shard_done(outdir: Path, shard: ShardInput) -> dict[str, Any] | None:
     return marker if ok else None
 
 
-def _encode_into(tmp: Path, shard: ShardInput, encode: ShardEncoder, dtype: str, dim: int) -> None:
+def _encode_into(tmp: Path, shard: ShardInput, encode: ShardEncoder, dtype: str, dim: int,
+                 progress: Callable[[int], None]) -> None:
     """The shard's vectors in a memory-mapped ``.npy`` at ``tmp``, removed on any error."""
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(shard.ids), dim))
     try:
-        encode(shard.items, out)
+        encode(shard.items, out, progress)
         out.flush()
     except BaseException:
         del out
@@ -82,13 +84,14 @@ def _encode_into(tmp: Path, shard: ShardInput, encode: ShardEncoder, dtype: str,
     del out  # unmap before the rename
 
 
-def write_shard(outdir: Path, shard: ShardInput, encode: ShardEncoder, dtype: str, dim: int) -> dict[str, Any]:
+def write_shard(outdir: Path, shard: ShardInput, encode: ShardEncoder, dtype: str, dim: int,
+                progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
     """Encode one shard into ``.tmp`` files, rename them, then write its done marker (last)."""
     names = shard_files(shard.index)
     (outdir / names["done"]).unlink(missing_ok=True)
     emb, ids = outdir / names["embeddings"], outdir / names["ids"]
     tmp = emb.with_name(emb.name + ".tmp")
-    _encode_into(tmp, shard, encode, dtype, dim)
+    _encode_into(tmp, shard, encode, dtype, dim, progress)
     fsync_replace(tmp, emb)
     write_text_atomic(ids, "".join(i + "\n" for i in shard.ids))
     marker = {

@@ -7,17 +7,26 @@ they exist. Nothing here assumes BERT-base numbers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
+import re
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bowrt.bundle import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGTH, POOLINGS
 from bowrt.errors import ModelNotFoundError, UnsupportedModelError
 
 # Encoders whose graph ONNX Runtime's BERT fusions understand.
 SUPPORTED_MODEL_TYPES = ("bert",)
+HUB_PROBE_TIMEOUT_S = 3.0  # one TCP connect to the hub before huggingface_hub's own retries (~25 s)
+_WEIGHT_KEY = re.compile(r"\b[A-Za-z_][\w.]*\.(?:weight|bias)\b")
 
 
 @dataclass
@@ -115,10 +124,13 @@ def load_source(
         raise ImportError("the export stage needs the export extra: pip install 'bowrt[export]'") from e
 
     folder = Path(model) if Path(model).is_dir() else None
-    config = _load_config(model, folder, revision)
+    offline = _hub_unavailable() if folder is None else None
+    local = {"local_files_only": True} if offline else {}
+    config = _load_config(model, folder, revision, offline)
     try:
-        hf_model = AutoModel.from_pretrained(model, config=config, revision=revision, add_pooling_layer=False)
-        tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, use_fast=True)
+        with _quiet_pooler_report():  # bowrt drops the pooler on purpose (add_pooling_layer=False)
+            hf_model = AutoModel.from_pretrained(model, config=config, revision=revision, add_pooling_layer=False, **local)
+        tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, use_fast=True, **local)
     except OSError as e:
         raise ModelNotFoundError(f"could not load the weights or tokenizer of {model!r}: {e}") from e
     if not getattr(tokenizer, "is_fast", False):
@@ -143,8 +155,63 @@ def load_source(
     )
 
 
-def _load_config(model: str, folder: Path | None, revision: str | None) -> Any:
-    """The model's config, refused unless it names a supported encoder."""
+def _hub_unavailable() -> str | None:
+    """Why the model hub cannot be asked (then only the local cache is read), or None.
+
+    ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) first; else one TCP connect to the
+    endpoint: huggingface_hub retries an unreachable hub five times with backoff (about
+    25 s of warnings, no setting bounds it) before transformers falls back to the cache.
+    Behind a proxy the probe is skipped (a direct connect says nothing there).
+    """
+    from huggingface_hub import constants
+
+    if getattr(constants, "HF_HUB_OFFLINE", False):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        return f"the model hub {constants.ENDPOINT} is unreachable ({e.__class__.__name__}: {e})"
+    return None
+
+
+def _pooler_report_only(record: logging.LogRecord) -> bool:
+    """A transformers load report (or 4.x's "Some weights ... were not used") that names only
+    pooler weights, all unexpected: what loading with ``add_pooling_layer=False`` gives."""
+    msg = record.getMessage()
+    keys = set(_WEIGHT_KEY.findall(msg)) or set(re.findall(r"\bpooler\.[\w.]+", msg))
+    flagged = ("MISSING", "MISMATCH", "CONVERSION", "newly initialized")
+    return bool(keys) and all(k.startswith("pooler.") for k in keys) and not any(f in msg for f in flagged)
+
+
+@contextlib.contextmanager
+def _quiet_pooler_report() -> Iterator[None]:
+    """Drop only that report from transformers' model loading log, for the ``with`` block."""
+    logger = logging.getLogger("transformers.modeling_utils")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not _pooler_report_only(record)
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def _not_found(model: str, why: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"could not load {model!r}: {why}. Download the model where the hub is reachable "
+        f"(`hf download {model} --local-dir DIR`), copy DIR here and pass the folder: `bowrt export DIR -o bundles`"
+    )
+
+
+def _load_config(model: str, folder: Path | None, revision: str | None, offline: str | None = None) -> Any:
+    """The model's config, refused unless it names a supported encoder. ``offline``: why
+    the hub cannot be asked (only the local cache is read)."""
     from transformers import AutoConfig
 
     if folder is None and (Path(model).exists() or model.startswith((".", "/", "~"))):
@@ -152,13 +219,10 @@ def _load_config(model: str, folder: Path | None, revision: str | None) -> Any:
     if folder is not None and not (folder / "config.json").is_file():
         raise UnsupportedModelError(f"{str(folder)!r} has no config.json: it is not a Hugging Face model folder")
     try:
-        config = AutoConfig.from_pretrained(model, revision=revision)
+        config = AutoConfig.from_pretrained(model, revision=revision, **({"local_files_only": True} if offline else {}))
     except OSError as e:
-        raise ModelNotFoundError(
-            f"could not load {model!r}: {e.__class__.__name__}. Without access to the model hub, "
-            "download the model elsewhere (e.g. `huggingface-cli download bowdpr/bowdpr_wiki_triviaft "
-            "--local-dir bowdpr`) and pass the folder: `bowrt export ./bowdpr -o bundles`"
-        ) from e
+        why = f"{offline}, and it is not in the local Hugging Face cache" if offline else f"{e.__class__.__name__}: {e}"
+        raise _not_found(model, why) from e
     if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(
             f"{model!r} is a {getattr(config, 'model_type', 'unknown')!r} model; bowrt exports BERT-style "

@@ -15,7 +15,7 @@ shared filesystem, or the same path everywhere).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def ray_shard_encoder(bundle: str, kind: str, *, num_actors: int, num_gpus: floa
     """A :data:`bowrt.corpus.ShardEncoder` that runs one Ray Data job per shard."""
     ray = _ray()
 
-    def encode(items: Sequence[Any], out: np.ndarray) -> None:
+    def encode(items: Sequence[Any], out: np.ndarray, progress: Callable[[int], None]) -> None:
         rows = [
             {"row": i, "text": it["text"], "title": it["title"]} if isinstance(it, dict) else {"row": i, "text": it, "title": None}
             for i, it in enumerate(items)
@@ -80,6 +80,7 @@ def ray_shard_encoder(bundle: str, kind: str, *, num_actors: int, num_gpus: floa
         for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
             out[batch["row"]] = batch["embedding"]
             filled += len(batch["row"])
+            progress(len(batch["row"]))
         if filled != len(items):
             raise RuntimeError(f"Ray returned {filled} vectors for a shard of {len(items)} texts")
 

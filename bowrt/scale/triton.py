@@ -4,7 +4,10 @@
 
     model_repository/bowrt_fp16/
       config.pbtxt     input_ids, attention_mask: TYPE_INT64 [-1]; embedding: TYPE_FP32 [hidden]
-      1/model.onnx     the bundle's graph, byte for byte (its sha256 is in manifest.json)
+      1/model.onnx     the bundle's graph, byte for byte (its sha256 is in manifest.json), or,
+                       for a bundle with ``normalize: true``, that graph ending in an L2
+                       normalization (bowrt/scale/onnx_tail.py): Triton returns the unit
+                       vectors the Encoder, the server and ``bowrt encode`` return
       tokenizer.json   for the client, which tokenizes and pads before calling Triton
       manifest.json    the bundle manifest: max lengths, text rules, parity figures
 
@@ -88,8 +91,9 @@ def triton_config(m: Manifest, name: str, *, max_batch_size: int = 64, instances
     use_trt = (kind == "gpu" and m.variant in ("fp32", "fp16")) if tensorrt is None else tensorrt
     if use_trt and kind != "gpu":
         raise OptionError("tensorrt=True needs kind='gpu'")
+    tail = "\n# The graph ends in an L2 normalization (the manifest's normalize: true)." if m.normalize else ""
     text = (
-        f"# Written by bowrt from a {m.variant} bundle of {m.source_model}; see manifest.json next to it.\n"
+        f"# Written by bowrt from a {m.variant} bundle of {m.source_model}; see manifest.json next to it.{tail}\n"
         f'name: "{name}"\nbackend: "onnxruntime"\nmax_batch_size: {max_batch_size}\n'
         "input [\n" + ",\n".join(_tensor(t) for t in m.inputs) + "\n]\n"
         "output [\n" + ",\n".join(_tensor(t) for t in m.outputs) + "\n]\n"
@@ -112,12 +116,25 @@ def portable_graph(m: Manifest) -> str:
     return next((f for f, isas in table.items() if set(isas) >= set(INT8_ISAS)), MODEL_FILE)
 
 
+def _write_graph(src: Path, dst: Path, m: Manifest) -> None:
+    """The bundle graph, with the normalization the runtime applies after it when the manifest asks."""
+    if not m.normalize:
+        shutil.copyfile(src, dst)
+        return
+    from bowrt.scale.onnx_tail import append_l2_normalize
+
+    with open(dst, "wb") as f:
+        f.write(append_l2_normalize(src.read_bytes(), m.output_name))
+
+
 def export_triton(bundle: str | os.PathLike[str], out_repo: str | os.PathLike[str], name: str | None = None, *,
                   max_batch_size: int = 64, instances: int = 1, kind: str = "cpu", max_queue_delay_us: int = 2000,
                   tensorrt: bool | None = None, force: bool = False) -> Path:
     """Write ``out_repo/<name>/`` (default name ``bowrt_<variant>``); returns that folder.
 
-    The bundle is verified first (sha256 of every file). An existing model
+    The bundle is verified first (sha256 of every file). With ``normalize: true`` in
+    its manifest the graph gets an L2-normalizing last node, so Triton's vectors are
+    the runtime's (Triton has no ``normalize`` request option). An existing model
     folder is refused unless ``force``; the new one is built aside and renamed
     into place, so Triton polling the repository never sees half a model.
     """
@@ -136,7 +153,7 @@ def export_triton(bundle: str | os.PathLike[str], out_repo: str | os.PathLike[st
     target = out_repo / name
     with atomic_folder(target, force=force) as tmp:
         (tmp / "1").mkdir()
-        shutil.copyfile(bundle / portable_graph(m), tmp / "1" / MODEL_FILE)
+        _write_graph(bundle / portable_graph(m), tmp / "1" / MODEL_FILE, m)
         shutil.copyfile(bundle / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
         shutil.copyfile(bundle / MANIFEST, tmp / MANIFEST)
         (tmp / "config.pbtxt").write_text(config, encoding="utf-8")
