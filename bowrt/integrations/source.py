@@ -19,25 +19,15 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from bowrt.errors import (
-    BatcherClosed,
-    BatchFailed,
-    BowrtError,
-    InputError,
-    InputTypeError,
-    OptionError,
-    Overloaded,
-    RequestTimeout,
-    RequestTooLarge,
-    ServerError,
-)
+from bowrt import errors
+from bowrt.errors import BowrtError, InputTypeError, OptionError, ServerError
 from bowrt.options import check_int, check_number
 from bowrt.runtime import Encoder
 
 # bowrt serve's statuses (serve/parse.py) -> the errors the in-process Encoder raises.
 STATUS_ERRORS: dict[int, type[BowrtError]] = {
-    400: InputError, 413: RequestTooLarge, 422: InputError, 429: Overloaded, 500: BatchFailed,
-    503: BatcherClosed, 504: RequestTimeout,
+    400: errors.InputError, 413: errors.RequestTooLarge, 422: errors.InputError, 429: errors.Overloaded,
+    500: errors.BatchFailed, 503: errors.BatcherClosed, 504: errors.RequestTimeout,
 }
 
 
