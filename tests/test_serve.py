@@ -290,6 +290,35 @@ def test_overloaded_is_429_and_late_is_504(enc):
         assert 'bowrt_batches_total{kind="passage"} 0' in metrics
 
 
+class _SlowSession:
+    """The Encoder's session, 0.4 s slower per batch."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def run(self, ids, mask):
+        time.sleep(0.4)
+        return self.session.run(ids, mask)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+def test_a_started_request_is_answered_past_the_timeout(tiny_bundles):
+    """The timeout bounds the wait for a request's first batch; a big request that started
+    in time is not cut off mid-way (4 one-row batches of 0.4 s against a 0.5 s timeout)."""
+    slow = Encoder(tiny_bundles["fp32"], threads=1)
+    want = slow.encode_passages(["a", "b", "c", "d"])
+    slow._session = _SlowSession(slow._session)
+    cfg = ServeConfig(request_timeout_s=0.5, max_batch_size=1)
+    with Running(create_app(slow, cfg)) as running:
+        t0 = time.monotonic()
+        status, vecs = running.post("/embed", {"inputs": ["a", "b", "c", "d"]})
+        took = time.monotonic() - t0
+    assert status == 200 and took > 1.5, (status, took)
+    np.testing.assert_allclose(np.array(vecs), want, atol=SAME_BUNDLE_ATOL)
+
+
 # --- lifecycle: not ready, closed, graceful drain -------------------------------------
 def test_unavailable_is_503_and_shutdown_drains(enc):
     app = create_app(enc, ServeConfig(max_wait_ms=400))

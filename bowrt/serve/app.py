@@ -39,7 +39,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError("bowrt serve needs the serve extra: pip install 'bowrt[serve]'") from e
 
 from bowrt import __version__
-from bowrt.errors import OptionError
+from bowrt.errors import OptionError, RequestTimeout
 from bowrt.options import check_bool, check_int, check_number
 from bowrt.runtime import Encoder
 from bowrt.runtime.batcher import DEFAULT_MAX_WAIT_MS, DynamicBatcher
@@ -142,7 +142,15 @@ class _Server:
         t0 = asyncio.get_running_loop().time()
         future = await anyio.to_thread.run_sync(submit)
         self.metrics.tokenize.observe(kind, asyncio.get_running_loop().time() - t0)
-        vecs = await batcher.result_async(future, timeout)
+        try:
+            vecs = await batcher.result_async(future, timeout)
+        except RequestTimeout:
+            # The timeout bounds the wait for the request's first batch: still queued, it is
+            # dropped unencoded (504). Once started, the work is paid for and the answer waited
+            # for, as docs/serving.md says: a big request behind others is not cut off mid-way.
+            if not (future.running() or (future.done() and not future.cancelled())):
+                raise
+            vecs = await batcher.result_async(future, None)
         if normalize is None:
             normalize = self.encoder.manifest.normalize
         if normalize:
