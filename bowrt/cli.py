@@ -305,7 +305,10 @@ def _add_serve(sub: Any) -> None:
     s.add_argument("--api-key-env", metavar="VAR", help="require 'Authorization: Bearer $VAR' (except on /health)")
     s.add_argument("--max-inputs", type=int, default=256, metavar="N", help="texts per request (default %(default)s)")
     s.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024, metavar="N", help="default %(default)s")
-    s.add_argument("--request-timeout", type=float, default=30.0, metavar="S", help="seconds (default %(default)s)")
+    # The defaults here are ServeConfig's (bowrt/serve/app.py, where they are measured), written
+    # out because importing it would load fastapi for every command; tests/test_cli.py checks.
+    s.add_argument("--request-timeout", type=float, default=300.0, metavar="S",
+                   help="seconds a request may wait for its first batch, then 504 (default %(default)s)")
     # 0.0 = bowrt.runtime.batcher.DEFAULT_MAX_WAIT_MS, written out: importing it here would load
     # onnxruntime and numpy for every command, and `bowrt verify` must run without them.
     s.add_argument("--max-wait-ms", type=float, default=0.0,

@@ -178,3 +178,24 @@ def test_bench_says_in_one_line_where_the_benchmarks_are(capsys):
     rc, out, err = _run(capsys, "bench", "--quick", "b1")
     assert rc == 2 and out == ""
     assert err.count("\n") == 1 and "python -m benchmarks --quick b1" in err
+
+
+def test_serve_flag_defaults_are_serve_configs():
+    """`bowrt serve`'s flag defaults are written out in cli.py (no fastapi at parse time):
+    they must stay ServeConfig's, where they are measured."""
+    pytest.importorskip("fastapi")
+    from dataclasses import fields
+
+    from bowrt.cli import build_parser
+    from bowrt.serve import ServeConfig
+
+    args = build_parser().parse_args(["serve", "b"])
+    flag = {"request_timeout_s": "request_timeout", "max_batch_tokens": "max_batch_tokens"}
+    checked = 0
+    for f in fields(ServeConfig):
+        name = flag.get(f.name, f.name)
+        if f.name in ("api_key",) or not hasattr(args, name):
+            continue
+        assert getattr(args, name) == f.default, (f.name, getattr(args, name), f.default)
+        checked += 1
+    assert checked >= 7

@@ -59,7 +59,12 @@ class ServeConfig:
 
     max_inputs: int = 256  # texts per request; more -> 413
     max_body_bytes: int = 2 * 1024 * 1024  # request body; more -> 413
-    request_timeout_s: float = 30.0  # a request not started by then -> 504
+    # A request whose first batch has not started by then -> 504 (dropped unencoded); once
+    # started it is answered. Measured on a 2-core host (benchmarks/serve_defaults.py, the
+    # documented example: 10 clients x 64 passages of 250 tokens, bert-base fp32): 30 s gave
+    # 7 of 10 504s; the last request started at ~108 s and all answered by 120 s; 300 s
+    # leaves 2.8x room.
+    request_timeout_s: float = 300.0
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS  # how long a batch waits for company (0: runs when the worker is free)
     max_batch_size: int = 64  # rows per merged batch
     max_batch_tokens: int | None = None  # padded tokens per batch; None: the Encoder's budget
