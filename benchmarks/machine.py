@@ -210,11 +210,40 @@ def _busy_jiffies() -> int | None:
     return sum(fields[:3]) + sum(fields[5:8])
 
 
+def _live_descendants_cpu() -> float:
+    """CPU seconds of this process's descendants that are still running (or not yet
+    waited for), e.g. the peer worker: ``os.times`` counts a child only once it is reaped."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        procs = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue  # gone meanwhile
+                # after the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15)
+                procs[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    mine, total, grew = {os.getpid()}, 0.0, True
+    while grew:
+        grew = False
+        for pid, (ppid, cpu) in procs.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                total += cpu
+                grew = True
+    return total
+
+
 class CpuShare:
     """How much CPU *other* processes took while the benchmark ran (they slow every figure).
 
     Busy time of the whole machine (``/proc/stat``) minus this process's own
-    CPU time and its children's, over wall time x CPUs. Linux only; None elsewhere.
+    CPU time and its descendants' (reaped ones from ``os.times``, live ones such as the
+    peer worker from ``/proc``), over wall time x CPUs. Linux only; None elsewhere.
     """
 
     def __init__(self) -> None:
@@ -224,7 +253,7 @@ class CpuShare:
     @staticmethod
     def _own() -> float:
         t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
+        return t.user + t.system + t.children_user + t.children_system + _live_descendants_cpu()
 
     def others_fraction(self) -> float | None:
         busy = _busy_jiffies()

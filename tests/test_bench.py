@@ -408,3 +408,24 @@ def test_runner_times_a_worker_system_inside_the_worker(tiny_bundles):
     finally:
         w.close()
     assert set(rec["ipc"]["w"]) == {"latency", "corpus"} and min(rec["ipc"]["w"]["latency"]) >= 0
+
+
+def test_cpu_share_counts_a_live_worker_child_as_ours_not_as_other_processes():
+    """The peer worker is a live child while the share is taken: its CPU time is ours."""
+    if machine.CpuShare().others_fraction() is None:
+        pytest.skip("no /proc/stat here")
+    share = machine.CpuShare()
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass\nprint('done', flush=True)\ntime.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "done"  # it burnt ~1.5 s of CPU and is still alive
+        child_cpu = machine._live_descendants_cpu()
+        assert child_cpu >= 1.0
+        others = share.others_fraction()
+        wall = machine.time.time() - share._t0
+        # Had the child counted as another process, it alone would be this share:
+        as_other = child_cpu / (wall * (machine.os.cpu_count() or 1))
+        assert others is not None and others < as_other / 2
+    finally:
+        child.kill()
+        child.wait()
