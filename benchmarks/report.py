@@ -68,6 +68,26 @@ def ratios(rows: dict[str, dict[str, Any]], metric: str, higher: bool) -> dict[s
     return out
 
 
+def paired(rows: dict[str, dict[str, Any]], higher: bool) -> dict[str, dict[str, Any]]:
+    """Per bowrt system: its speed over the best peer *of the same round*, summarized over the
+    rounds (``rows[n]["rounds"]``: the metric per round, in round order). This VM's speed
+    drifts between minutes; a round runs every system within a few minutes, so the paired
+    ratio is steadier than a ratio of medians taken from different rounds."""
+    peers = [r["rounds"] for n, r in rows.items() if is_peer(n) and r.get("rounds")]
+    out = {}
+    for n, r in rows.items():
+        if is_peer(n) or not r.get("rounds") or not peers:
+            continue
+        per_round = []
+        for k, v in enumerate(r["rounds"]):
+            same = [p[k] for p in peers if len(p) > k and p[k]]
+            if same and v:
+                best = max(same) if higher else min(same)
+                per_round.append(v / best if higher else best / v)
+        out[n] = summarize(per_round)
+    return out
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
@@ -92,7 +112,8 @@ def markdown(res: dict[str, Any]) -> str:
         *[f"\n> **{n}**" for n in meta.get("notes", []) if n.startswith("WARNING")],
         "",
         "Cells: median [min–max] over rounds. `x torch`: speed relative to PyTorch fp32 eager; `x best peer`: "
-        "relative to the fastest non-bowrt system; `% ceiling`: useful FLOP/s (padding not counted) over the "
+        "relative to the fastest non-bowrt system (medians); `x best peer, paired`: per round, against the fastest "
+        "non-bowrt system of that round, then median [min–max] over rounds; `% ceiling`: useful FLOP/s (padding not counted) over the "
         "measured GEMM rate of the system's precision.",
     ]
     out += ["", "## Systems", ""]
@@ -110,17 +131,17 @@ def markdown(res: dict[str, Any]) -> str:
         if not w or not w.get("results"):
             continue
         out += ["", f"## {label}", "", w.get("description", "")]
-        rat = ratios(w["results"], metric, higher)
+        rat, pair = ratios(w["results"], metric, higher), paired(w["results"], higher)
         rows = []
         for n, r in w["results"].items():
             extra = [_cell(r.get("p99_ms"))] if wl == "latency" else [_cell(r.get("tokens_per_s"))]
             frac = r.get("ceiling_fraction")
             vs_t, vs_b = rat.get(n, (None, None))
             rows.append([n, _cell(r.get(metric)), *extra, _fmt(vs_t) if vs_t else "-", _fmt(vs_b) if vs_b else "-",
-                         f"{100 * frac:.1f}%" if frac is not None else "-"])
+                         _cell(pair.get(n)), f"{100 * frac:.1f}%" if frac is not None else "-"])
         second = "p99 ms" if wl == "latency" else "tokens/s"
         out += [""] + _table(["system", "p50 ms" if wl == "latency" else "passages/s", second, "x torch", "x best peer",
-                              "% ceiling"], rows)
+                              "x best peer, paired", "% ceiling"], rows)
     out += _concurrent_md(res["workloads"].get("concurrent"))
     out += _overhead_md(res.get("overhead"))
     out += _workers_md(res)

@@ -258,7 +258,8 @@ def _gather(rec: dict[str, Any], texts: workloads.Texts, flops: dict[str, float]
         res = {}
         for n, rounds in rec["latency"].items():
             p50 = summarize([float(np.percentile(r, 50)) for r in rounds])
-            res[n] = {"p50_ms": p50, "p99_ms": summarize([float(np.percentile(r, 99)) for r in rounds]),
+            res[n] = {"p50_ms": p50, "rounds": [float(np.percentile(r, 50)) for r in rounds],
+                      "p99_ms": summarize([float(np.percentile(r, 99)) for r in rounds]),
                       "mean_ms": summarize([float(np.mean(r)) for r in rounds]),
                       "samples_ms": [round(x, 4) for r in rounds for x in r],
                       "ceiling_fraction": frac(n, flops["latency"], p50["median"] / 1000.0)}
@@ -273,6 +274,7 @@ def _gather(rec: dict[str, Any], texts: workloads.Texts, flops: dict[str, float]
         for n, secs in rec[wl].items():
             s = summarize(secs)
             res[n] = {"seconds": s, "items_per_s": summarize([len(items) / x for x in secs]),
+                      "rounds": [len(items) / x for x in secs],
                       "tokens_per_s": summarize([sum(items) / x for x in secs]),
                       "ceiling_fraction": frac(n, flops[wl], s["median"])}
         d = texts.describe()["batch" if wl == "batch32x128" else "corpus"]

@@ -368,6 +368,24 @@ def test_pool_np_matches_the_torch_pooling():
             np.testing.assert_allclose(systems.pool_np(hidden, mask, pooling, normalize), want, rtol=1e-6, atol=1e-6)
 
 
+def test_paired_ratio_takes_the_best_peer_of_each_round():
+    # Round 2 is slow for everyone: medians would pair bowrt's fast round with a peer's slow one.
+    rows = {"st": {"rounds": [20.0, 10.0, 22.0]}, "ct2": {"rounds": [25.0, 8.0, 18.0]},
+            "bowrt-int8": {"rounds": [30.0, 12.0, 33.0]}}
+    got = report.paired(rows, higher=True)
+    assert set(got) == {"bowrt-int8"}  # peers get no paired ratio
+    assert got["bowrt-int8"]["median"] == pytest.approx(1.2) and got["bowrt-int8"]["min"] == pytest.approx(1.2)
+    assert got["bowrt-int8"]["max"] == pytest.approx(1.5) and got["bowrt-int8"]["n"] == 3
+    lat = report.paired({"st": {"rounds": [10.0, 20.0]}, "bowrt-int8": {"rounds": [8.0, 25.0]}}, higher=False)
+    assert lat["bowrt-int8"]["min"] == pytest.approx(0.8) and lat["bowrt-int8"]["max"] == pytest.approx(1.25)
+    # A peer dropped after round 1 counts only where it ran.
+    short = report.paired({"st": {"rounds": [10.0]}, "ct2": {"rounds": [5.0, 5.0]}, "bowrt-fp32": {"rounds": [20.0, 15.0]}}, True)
+    assert short["bowrt-fp32"]["median"] == pytest.approx(2.5)  # 20 / 10, then 15 / 5
+    # The ratio of medians differs (30 / 20 = 1.5): it pairs rounds that did not run side by side.
+    assert report.ratios({n: {"m": {"median": float(np.median(r["rounds"]))}} for n, r in rows.items()}, "m", True)[
+        "bowrt-int8"][1] == pytest.approx(1.5)
+
+
 def test_worker_figures_are_the_time_inside_the_worker():
     from benchmarks import runner
 
