@@ -98,13 +98,11 @@ def ov_runner(model, threads: int, **config):
     return run, req
 
 
-def systems(threads: int, log) -> tuple[dict, dict]:
+def systems(bundles: Path, peers: Path, threads: int, log) -> tuple[dict, dict]:
     """name -> run(ids, mask); name -> why it could not run."""
     import nncf
     import openvino as ov
 
-    bundles = _one("bundles/bert-base-twin-*")
-    peers = _one("peers/openvino-bert-base-twin-*")
     runs, failed = {}, {}
     runs["bowrt fp32 (ONNX Runtime)"] = ort_runner(bundles / "fp32" / "model.onnx", threads)[0]
     runs["bowrt int8 (ONNX Runtime)"] = ort_runner(bundles / "int8" / "model.onnx", threads)[0]
@@ -189,7 +187,8 @@ def main() -> int:
     args = ap.parse_args()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     batches = corpus_batches(args.passages)
-    runs, failed = systems(args.threads, log)
+    bundles, peers = _one("bundles/bert-base-twin-*"), _one("peers/openvino-bert-base-twin-*")
+    runs, failed = systems(bundles, peers, args.threads, log)
     rates: dict[str, list[float]] = {name: [] for name in runs}
     outs: dict[str, list[np.ndarray]] = {}
     for name, run in runs.items():  # warm-up
@@ -211,7 +210,6 @@ def main() -> int:
               f"{alone_vs_batch(run, batches[len(batches) // 2]):.6f} |")
     for name, why in failed.items():
         print(f"| {name} | cannot run: {why} | | |")
-    bundles, peers = _one("bundles/bert-base-twin-*"), _one("peers/openvino-bert-base-twin-*")
     print("\n".join(_table("bowrt int8, ONNX Runtime's profiler", ort_profile(bundles / "int8" / "model.onnx", batches, args.threads))))
     print("\n".join(_table("openvino-int8, OpenVINO's counters", ov_profile(peers / "openvino" / "openvino_model_int8.xml",
                                                                           batches, args.threads))))

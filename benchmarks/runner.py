@@ -257,8 +257,9 @@ def _gather(rec: dict[str, Any], texts: workloads.Texts, flops: dict[str, float]
     if "latency" in rec:
         res = {}
         for n, rounds in rec["latency"].items():
-            p50 = summarize([float(np.percentile(r, 50)) for r in rounds])
-            res[n] = {"p50_ms": p50, "rounds": [float(np.percentile(r, 50)) for r in rounds],
+            per_round = [float(np.percentile(r, 50)) for r in rounds]
+            p50 = summarize(per_round)
+            res[n] = {"p50_ms": p50, "rounds": per_round,
                       "p99_ms": summarize([float(np.percentile(r, 99)) for r in rounds]),
                       "mean_ms": summarize([float(np.mean(r)) for r in rounds]),
                       "samples_ms": [round(x, 4) for r in rounds for x in r],
@@ -272,9 +273,8 @@ def _gather(rec: dict[str, Any], texts: workloads.Texts, flops: dict[str, float]
             continue
         res = {}
         for n, secs in rec[wl].items():
-            s = summarize(secs)
-            res[n] = {"seconds": s, "items_per_s": summarize([len(items) / x for x in secs]),
-                      "rounds": [len(items) / x for x in secs],
+            s, per_round = summarize(secs), [len(items) / x for x in secs]
+            res[n] = {"seconds": s, "items_per_s": summarize(per_round), "rounds": per_round,
                       "tokens_per_s": summarize([sum(items) / x for x in secs]),
                       "ceiling_fraction": frac(n, flops[wl], s["median"])}
         d = texts.describe()["batch" if wl == "batch32x128" else "corpus"]
