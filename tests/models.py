@@ -34,10 +34,13 @@ def make_bert_folder(folder: str | os.PathLike[str], *, seed: int = TWIN_SEED, *
     import torch
     from transformers import BertConfig, BertModel
 
+    from bowrt.export.quiet import no_progress_bars
+
     folder = Path(folder)
     torch.manual_seed(seed)
     model = BertModel(BertConfig(**config), add_pooling_layer=False).eval()
-    model.save_pretrained(folder)
+    with no_progress_bars():  # transformers' "Writing model shards" bar: the bench's demo prints its own
+        model.save_pretrained(folder)
     src = minilm_folder()
     for name in TOKENIZER_FILES:
         shutil.copy(src / name, folder / name)

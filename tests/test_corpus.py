@@ -308,3 +308,33 @@ def test_progress_reports_each_chunk_and_redraws_one_line_on_a_terminal(enc):
     assert term.getvalue().startswith("\rbowrt encode: 4/10 lines (40.0%)") and term.getvalue().count("\n") == 1
     assert "\rbowrt encode: 10/10 lines (100.0%)" in term.getvalue()
     assert Progress(False).line().startswith("bowrt encode: 0 lines") and count_lines(Path("x.tsv.gz")) is None
+
+
+def test_a_shard_encoder_of_the_old_two_argument_form_still_runs(enc, tmp_path, capsys, monkeypatch):
+    """Third-party shard encoders written as ``encode(items, out)`` (before ``progress`` came in)
+    keep working: same vectors, and the progress line still reaches the total."""
+    from bowrt.corpus import progress, run_corpus_job
+    from bowrt.corpus.shards import takes_progress
+
+    monkeypatch.setitem(progress.EVERY_S, "log", 0.001)
+    calls = []
+
+    def old(items, out):  # the 0.2 form
+        calls.append(len(items))
+        out[:] = enc.encode_passages(list(items))
+
+    class OldCallable:  # a callable object of the same form
+        def __call__(self, items, out):
+            old(items, out)
+
+    assert not takes_progress(old) and not takes_progress(OldCallable())
+    assert takes_progress(lambda items, out, progress: None) and takes_progress(lambda *a: None)
+    src = _write_jsonl(tmp_path / "c.jsonl", PASSAGES)
+    for k, shard_encoder in enumerate((old, OldCallable())):
+        r = run_corpus_job(Path(enc.bundle_dir), enc.manifest, src, tmp_path / f"out{k}", shard_encoder,
+                           CorpusSettings(shard_size=3))
+        assert (r.total, r.shards_written) == (7, 3)
+        ids, vecs = load_corpus(tmp_path / f"out{k}")
+        np.testing.assert_allclose(vecs, enc.encode_passages(_items(PASSAGES)), atol=SAME_BUNDLE_ATOL)
+        assert "7/7 lines (100.0%)" in capsys.readouterr().err
+    assert calls == [3, 3, 1, 3, 3, 1]

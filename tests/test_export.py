@@ -30,6 +30,7 @@ from bowrt.errors import (
 )
 from bowrt.export import export_model
 from bowrt.export.probes import load_text_set
+from tests.models import RANDOM_WEIGHT_GATES
 from tests.reference import torch_reference
 from tests.tolerances import FP16_MIN_COS, assert_fp32_parity
 
@@ -485,3 +486,23 @@ def test_bert_base_twin_fp32_parity_through_the_runtime(twin_model_dir, twin_bun
     ref = torch_reference(twin_model_dir, TEXTS, 256, "cls")
     got = Encoder(twin_bundles["fp32"]).encode_passages(TEXTS)
     assert_fp32_parity(got, ref)
+
+
+def test_export_prints_its_own_progress_only(tiny_model_dir, tmp_path, capfd):
+    """No third-party progress bar or tracer warning reaches the user's terminal, and the
+    caller's own progress-bar setting is restored afterwards."""
+    import warnings
+
+    from transformers.utils import logging as tf_logging
+
+    lines = []
+    tf_logging.enable_progress_bar()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_model(str(tiny_model_dir), tmp_path / "out", ("fp32",), gates=RANDOM_WEIGHT_GATES, log=lines.append)
+    out, err = capfd.readouterr()
+    assert lines and any("fp32" in ln for ln in lines)  # bowrt's own progress, through log
+    assert "Loading weights" not in err + out and "it/s" not in err
+    assert not [w for w in caught if "aten::index" in str(w.message) or "TracerWarning" in type(w.message).__name__], \
+        [str(w.message)[:80] for w in caught]
+    assert tf_logging.is_progress_bar_enabled()

@@ -136,3 +136,36 @@ print(','.join(m for m in lazy if m in sys.modules))
 def test_dir_and_lazy_imports():
     out = subprocess.run([sys.executable, "-c", LAZY], capture_output=True, text=True, timeout=60, check=False)
     assert (out.returncode, out.stdout.strip()) == (0, ""), f"import bowrt.runtime pulled in {out.stdout} {out.stderr}"
+
+
+def test_progress_runs_the_call_as_planned_once(enc, monkeypatch, capsys):
+    """The progress line follows the run's own batches: one plan per call, not one per batch."""
+    from bowrt.runtime import encoder as encoder_module
+
+    plans, rows = [], []
+    real_plan, real_run = encoder_module.plan_batches, enc._session.run
+
+    def counting_plan(*args):
+        plans.append(real_plan(*args))
+        return plans[-1]
+
+    def spy(ids, mask):
+        rows.append(ids.shape[0])
+        return real_run(ids, mask)
+
+    monkeypatch.setattr(encoder_module, "plan_batches", counting_plan)
+    monkeypatch.setattr(enc._session, "run", spy)
+    got = enc.encode(QUERIES, kind="query", batch_size=3, show_progress_bar=True)
+    assert len(plans) == 1 and [len(b) for b in plans[0]] == rows == [3, 1]
+    np.testing.assert_allclose(got, enc.encode_queries(QUERIES), atol=SAME_BUNDLE_ATOL)
+    err = capsys.readouterr().err
+    assert "batch 1/2, 3/4 queries" in err and "batch 2/2, 4/4 queries" in err
+
+
+def test_run_tokens_reports_each_batch_that_ran(enc):
+    tokens = enc.tokenize_passages(PASSAGES)
+    seen = []
+    got = enc.run_tokens(tokens, max_batch_size=2, on_batch=lambda b, n, done: seen.append((b, n, done)))
+    assert seen == [(1, 3, 2), (2, 3, 4), (3, 3, 5)] and got.timings.batches == 3
+    np.testing.assert_allclose(got.vectors, enc.encode_passages(PASSAGES), atol=SAME_BUNDLE_ATOL)
+    assert enc.run_tokens(tokens, max_batch_size=10_000).timings.batches == enc.run_tokens(tokens).timings.batches

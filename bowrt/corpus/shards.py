@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,9 +16,23 @@ from bowrt.atomic import fsync_replace, write_text_atomic
 from bowrt.bundle import sha256_file
 from bowrt.corpus.read import Record, Reject
 
-# Fills ``out`` (shape [len(items), dim]) with the vectors of ``items``, in order, calling
-# ``progress(n)`` as each ``n`` more rows are filled (for the job's progress line).
+# Fills ``out`` (shape [len(items), dim]) with the vectors of ``items``, in order, and calls
+# ``progress(n)`` as each ``n`` more rows are filled (for the job's progress line). The third
+# argument came in 0.3: an encoder written for ``encode(items, out)`` still runs, and its shard
+# counts as done in one step when it returns (:func:`takes_progress`).
 ShardEncoder = Callable[[Sequence[Any], np.ndarray, Callable[[int], None]], None]
+
+
+def takes_progress(encode: Callable[..., None]) -> bool:
+    """Whether a shard encoder accepts the ``progress`` argument (three positional parameters or
+    ``*args``); one whose signature cannot be read is called the current way."""
+    try:
+        params = inspect.signature(encode).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    kinds = [p.kind for p in params]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return inspect.Parameter.VAR_POSITIONAL in kinds or sum(k in positional for k in kinds) >= 3
 
 
 @dataclass
@@ -75,7 +90,11 @@ def _encode_into(tmp: Path, shard: ShardInput, encode: ShardEncoder, dtype: str,
     """The shard's vectors in a memory-mapped ``.npy`` at ``tmp``, removed on any error."""
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(shard.ids), dim))
     try:
-        encode(shard.items, out, progress)
+        if takes_progress(encode):
+            encode(shard.items, out, progress)
+        else:  # an encoder of the 0.2 form, encode(items, out)
+            encode(shard.items, out)
+            progress(len(shard.items))
         out.flush()
     except BaseException:
         del out

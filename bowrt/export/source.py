@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from bowrt.bundle import DEFAULT_PASSAGE_MAX_LENGTH, DEFAULT_QUERY_MAX_LENGTH, POOLINGS
 from bowrt.errors import ModelNotFoundError, UnsupportedModelError
+from bowrt.export.quiet import no_progress_bars
 
 # Encoders whose graph ONNX Runtime's BERT fusions understand.
 SUPPORTED_MODEL_TYPES = ("bert",)
@@ -128,7 +129,8 @@ def load_source(
     local = {"local_files_only": True} if offline else {}
     config = _load_config(model, folder, revision, offline)
     try:
-        with _quiet_pooler_report():  # bowrt drops the pooler on purpose (add_pooling_layer=False)
+        # bowrt drops the pooler on purpose (add_pooling_layer=False); export prints its own progress
+        with _quiet_pooler_report(), no_progress_bars():
             hf_model = AutoModel.from_pretrained(model, config=config, revision=revision, add_pooling_layer=False, **local)
         tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, use_fast=True, **local)
     except OSError as e:

@@ -7,7 +7,8 @@ edge hosts install.
 
 from __future__ import annotations
 
-from bowrt.runtime.encoder import Encoder, Timings, plan_batches
+from bowrt.runtime.encoder import Encoder, Timings
+from bowrt.runtime.plan import plan_batches
 from bowrt.runtime.tokenize import Tokens
 
 __all__ = ["Encoder", "Timings", "Tokens", "plan_batches"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from bowrt.options import check_bool, check_choice, check_int
 from bowrt.runtime import host, hub, selfcheck, st_encode
 from bowrt.runtime.batcher import DynamicBatcher
 from bowrt.runtime.host import physical_cores
+from bowrt.runtime.plan import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
 from bowrt.runtime.providers import GPU_PROVIDERS, SHORT, build_providers
 from bowrt.runtime.session import Session
 from bowrt.runtime.tokenize import (
@@ -49,48 +50,6 @@ from bowrt.runtime.tokenize import (
     validate_passages,
     validate_queries,
 )
-
-# Token budget per batch, padding included (rows x longest row). CPU: measured
-# with `python benchmarks/budget_sweep.py --budgets 384,512,768,1024,2048
-# --passages 200 --rounds 4` (bert-base twin, mixed-length passages, 2 threads;
-# medians relative to the best): fp32 384 0.99, 512 1.00, 768 0.99, 1024 0.92,
-# 2048 0.87; int8 384 0.95, 512 0.98, 768 1.00, 1024 0.90, 2048 0.80 (a second
-# sweep, 3 rounds: int8 512 1.00, 2048 0.77). Bigger batches outgrow the caches
-# and this machine's memory bandwidth is low; 512 is the smallest budget within
-# 3% of the best for both. (An earlier sweep on this VM had put 2048 near the
-# best; it spanned 1024-32768 only.) GPU: not measured (no GPU here); a GPU needs
-# far more work per launch to fill its SMs.
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 512, "gpu": 32768}
-# Cap on rows per batch (queries are short: 32768 tokens would be 2000+ rows).
-# It is also the batch dimension of the TensorRT optimization profile.
-DEFAULT_MAX_BATCH_SIZE = 256
-
-
-def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
-    """Group item indices into batches; pure, so it is tested without a model.
-
-    Items are sorted longest first (ties keep the caller's order) so rows of
-    similar length share a batch and little is padded; a batch closes before
-    ``rows x longest`` would exceed ``max_batch_tokens`` or rows would exceed
-    ``max_batch_size``. An item longer than the budget on its own runs alone.
-    Longest first also means the biggest batch runs first: memory trouble shows
-    at once, not at the end of a long call.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    longest = 0
-    for i in order:
-        if cur and ((len(cur) + 1) * longest > max_batch_tokens or len(cur) >= max_batch_size):
-            batches.append(cur)
-            cur = []
-        if not cur:
-            longest = lengths[i]  # sorted: the first row of a batch is its longest
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
-
 
 @dataclass(frozen=True)
 class Timings:
@@ -133,7 +92,7 @@ class Encoder:
         threads: ORT intra-op threads; default one per physical core.
         max_batch_tokens: token budget of one batch, padding included
             (``rows x longest row``). Default 512 on CPU (measured: larger
-            batches ran slower here, see ``benchmarks/budget_sweep.py``), 32768
+            batches ran slower here, see ``benchmarks/studies/budget_sweep.py``), 32768
             on GPU (not measured). It also bounds the memory one batch needs.
         max_batch_size: most rows in one batch (default 256); also the largest
             batch of the TensorRT optimization profile.
@@ -148,7 +107,7 @@ class Encoder:
             host's); a miss raises :class:`NumericsError` (``runtime/selfcheck.py``).
             Default on: it protects a bundle copied to a new machine; it encodes 8
             short texts, which added 165 ms (26 %) to a load of the bert-base twin's
-            int8 bundle (``benchmarks/int8_host.py``, docs/int8.md).
+            int8 bundle (``benchmarks/studies/int8_host.py``, docs/int8.md).
 
     An int8 bundle runs the graph that is exact on this CPU (``runtime/host.py``: its
     u8 x s8 graph where ONNX Runtime accumulates in int32, its u8 x u8 twin, the same
@@ -291,19 +250,26 @@ class Encoder:
         """Run already tokenized rows: ``[len(tokens), dim]`` float32 in their order."""
         return self.run_tokens(tokens, normalize).vectors
 
-    def run_tokens(self, tokens: Tokens, normalize: bool | None = None) -> Encoded:
-        """:meth:`encode_tokens` with the call's :class:`Timings`."""
+    def run_tokens(self, tokens: Tokens, normalize: bool | None = None, *, max_batch_size: int | None = None,
+                   on_batch: Callable[[int, int, int], None] | None = None) -> Encoded:
+        """:meth:`encode_tokens` with the call's :class:`Timings`.
+
+        ``max_batch_size``: fewer rows per batch for this call than the Encoder's (never more).
+        ``on_batch(batches_done, batches, rows_done)``: called after each batch, for a progress
+        line; the call is planned once, so the hook sees the very batches that run.
+        """
         norm = self._normalize_flag(normalize)
         n = len(tokens)
         if n == 0:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), Timings(tokens.tokenize_s, 0, 0, 0, 0, 0, 0, 0))
         t_prev = time.perf_counter()
-        plan = plan_batches(tokens.lengths, self.max_batch_tokens, self.max_batch_size)
+        rows = self.max_batch_size if max_batch_size is None else min(max_batch_size, self.max_batch_size)
+        plan = plan_batches(tokens.lengths, self.max_batch_tokens, rows)
         pad_id = self._tokenizers[tokens.kind].pad_id
         out = np.empty((n, self.dim), dtype=np.float32)
         spent = {"batch": 0.0, "inference": 0.0, "post": 0.0}
-        padded = 0
-        for idx in plan:
+        padded = done = 0
+        for b, idx in enumerate(plan, 1):
             ids, mask = pad_batch([tokens.ids[i] for i in idx], pad_id)
             t1 = time.perf_counter()
             vecs = self._session.run(ids, mask)
@@ -314,7 +280,10 @@ class Encoder:
             spent["inference"] += t2 - t1
             spent["post"] += t3 - t2
             padded += ids.size
-            t_prev = t3
+            done += len(idx)
+            if on_batch is not None:
+                on_batch(b, len(plan), done)
+            t_prev = time.perf_counter()
         if norm:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         spent["post"] += time.perf_counter() - t_prev

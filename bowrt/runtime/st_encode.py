@@ -5,8 +5,8 @@
     q = model.encode(queries, prompt_name="query") # or kind="query", or model.encode_query(queries)
 
 The same vectors as ``encode_passages``/``encode_queries`` (bit for bit with the default
-``batch_size``): it validates and tokenizes with their rules, plans batches with the same
-token budget, and runs each planned batch. What it cannot honour is refused with
+``batch_size``): it validates and tokenizes with their rules and runs the rows through the
+same ``Encoder.run_tokens`` (one plan, the same token budget; ``batch_size`` bounds its rows). What it cannot honour is refused with
 :class:`OptionError`, never ignored: ``prompt`` (the bundle's text rules format each kind),
 ``convert_to_tensor`` (the runtime has no torch: ``torch.from_numpy(enc.encode(...))``),
 ``device`` (chosen at load: ``providers=``, ``device_id=``), other ``precision`` or
@@ -122,20 +122,15 @@ def _check_fixed(options: dict[str, Any]) -> None:
 
 
 def _run(self: Encoder, tokens: Tokens, rows: int, normalize: bool | None, progress: bool) -> np.ndarray:
-    """Run ``tokens`` in the batches ``encode_tokens`` would plan (rows bounded by ``rows``), one
-    call each, so that a progress line can follow; each planned batch re-plans to itself."""
-    from bowrt.runtime.encoder import plan_batches  # encoder.py imports this module
+    """Run ``tokens`` in one call of ``run_tokens`` (rows per batch bounded by ``rows``); with
+    ``progress``, a line on stderr after each batch, from the run's own plan."""
+    noun = PLURAL[tokens.kind]
 
-    n = len(tokens)
-    out = np.empty((n, self.dim), dtype=np.float32)
-    plan = plan_batches(tokens.lengths, self.max_batch_tokens, rows)
-    done = 0
-    for b, idx in enumerate(plan, 1):
-        out[idx] = self.encode_tokens(Tokens(tokens.kind, tuple(tokens.ids[i] for i in idx)), normalize)
-        done += len(idx)
-        if progress:
-            sys.stderr.write(f"\rbowrt encode: batch {b}/{len(plan)}, {done}/{n} {PLURAL[tokens.kind]}")
-            sys.stderr.flush()
+    def line(batch: int, batches: int, done: int) -> None:
+        sys.stderr.write(f"\rbowrt encode: batch {batch}/{batches}, {done}/{len(tokens)} {noun}")
+        sys.stderr.flush()
+
+    out = self.run_tokens(tokens, normalize, max_batch_size=rows, on_batch=line if progress else None).vectors
     if progress:
-        sys.stderr.write("\n" if plan else f"bowrt encode: 0 {PLURAL[tokens.kind]}\n")
+        sys.stderr.write("\n" if len(tokens) else f"bowrt encode: 0 {noun}\n")
     return out
