@@ -33,7 +33,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) benchmarks/demo.py
+	$(PY) -m benchmarks.harness.demo
 
 bench: $(STAMP)
 	$(PY) -m benchmarks -o results/full

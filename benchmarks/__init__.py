@@ -1,84 +1,11 @@
-"""The benchmark harness: bowrt against PyTorch and peer tools, in one run, on this machine.
+"""bowrt's benchmarks, dev only (not in the wheel): two rooms.
 
-    python -m benchmarks                                  # the bert-base twin: fp32 + int8 bundles vs every peer
-    python -m benchmarks bundles/fp32 bundles/int8 --model ./bowdpr -o results/
-    python -m benchmarks --model ./minilm --quick         # a smoke run, under 3 minutes on 2 cores
+- :mod:`benchmarks.harness`: the harness, one package with no import cycle.
+  ``python -m benchmarks`` runs it (``make bench``; ``make demo`` runs its quick form);
+  the systems it can run are one table, :mod:`benchmarks.harness.adapters`.
+- :mod:`benchmarks.studies`: one-off scripts, each answering one question whose answer
+  lives in a section of ``docs/``; they use the harness, never the other way round.
 
-Dev-only: it lives in the source checkout, next to the scripts in this folder, and is not
-in bowrt's wheel (an edge host installs the runtime, not its benchmarks). Run it from the
-checkout's root with the bench extra installed (``make bench``).
-
-Modules: ``models`` (twin, MiniLM, cached bundles), ``systems`` (one adapter
-per system), ``workloads`` (texts and timed calls), ``machine`` (machine
-description, GEMM ceilings, FLOP counts), ``accuracy`` (vs PyTorch on real
-weights), ``coldstart`` (fresh-process memory and start-up), ``runner`` (the
-run), ``report`` (results.json, results.md, plots). Importing this package
-imports no torch: heavy libraries load inside the adapters that use them.
+Run both from the checkout's root with the bench extra installed. Importing this package
+imports nothing else.
 """
-
-from __future__ import annotations
-
-import argparse
-import sys
-
-from benchmarks.models import make_twin
-
-__all__ = ["main", "make_twin", "parser"]
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
-def parser() -> argparse.ArgumentParser:
-    from benchmarks.runner import DEFAULT_AGAINST, WORKLOADS
-
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks",
-        description="Benchmark bowrt bundles against PyTorch and peer tools on this machine (all local, no hub).",
-    )
-    p.add_argument("bundles", nargs="*", metavar="BUNDLE",
-                   help="bowrt bundle folders to benchmark (default: fp32 + int8 bundles of --model, exported into the cache)")
-    p.add_argument("--model", metavar="DIR",
-                   help="local Hugging Face folder the peers load (default: the bert-base twin, built into the cache; "
-                        "with bundles: the bundles' source folder when it exists)")
-    p.add_argument("--against", type=_csv, default=DEFAULT_AGAINST, metavar="LIST",
-                   help=f"peers, comma-separated (default: {','.join(DEFAULT_AGAINST)}; st-onnx = plain, O3 and int8; '' = none)")
-    p.add_argument("--workloads", type=_csv, default=WORKLOADS, metavar="LIST",
-                   help=f"comma-separated (default: {','.join(WORKLOADS)})")
-    p.add_argument("--rounds", type=int, metavar="N", help="measured rounds after the warm-up (default 3; --quick: 1)")
-    p.add_argument("--corpus", type=int, metavar="N",
-                   help="passages in the mixed-length corpus workload (default 1000; --quick: 200, fewer if needed)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 round, 30 latency calls, 200-passage corpus, 1 s per concurrency point; "
-                        "leaves out peers (and says which) to stay under ~3 minutes")
-    p.add_argument("--threads", type=int, metavar="N", help="threads per system (default: physical cores)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every system runs (default cpu)")
-    p.add_argument("--gate", action="append", default=[], metavar="VARIANT.METRIC=VALUE",
-                   help="parity gate override for the bundles exported here (repeatable); the twin gets the random-weight gates")
-    p.add_argument("--no-accuracy", action="store_true", help="skip the accuracy table (MiniLM)")
-    p.add_argument("--no-memory", action="store_true", help="skip cold start and peak RSS (one process per system)")
-    p.add_argument("-o", "--out", default="results", metavar="DIR", help="output folder (default: results/)")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    """Entry point of ``python -m benchmarks``."""
-    from benchmarks.runner import BenchConfig, run
-    from bowrt.errors import BowrtError
-
-    args = parser().parse_args(argv)
-    for name, value in (("--rounds", args.rounds), ("--threads", args.threads), ("--corpus", args.corpus)):
-        if value is not None and value < 1:
-            parser().error(f"{name} must be >= 1, got {value}")
-    cfg = BenchConfig(
-        bundles=tuple(args.bundles), model=args.model, against=args.against, workloads=args.workloads,
-        rounds=args.rounds, corpus=args.corpus, quick=args.quick, threads=args.threads, out=args.out, gates=tuple(args.gate),
-        device=args.device, accuracy=not args.no_accuracy, memory=not args.no_memory,
-    )
-    try:
-        run(cfg)
-    except BowrtError as e:
-        print(f"benchmarks: error: {e}", file=sys.stderr)
-        return 2
-    return 0

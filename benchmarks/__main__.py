@@ -2,6 +2,6 @@
 
 import sys
 
-from benchmarks import main
+from benchmarks.harness.cli import main
 
 sys.exit(main(sys.argv[1:]))

@@ -1,5 +1,5 @@
 """The models the tests build: a seeded random BERT folder and the bert-base twin, and
-where MiniLM's real weights live. The benchmarks use the same builders (benchmarks/models.py).
+where MiniLM's real weights live. The benchmarks use the same builders (benchmarks/harness/models.py).
 
 - the **twin**: ``BertModel(BertConfig())`` seeded, the exact architecture of
   bowdpr_wiki_triviaft with random weights (speed and size figures only);

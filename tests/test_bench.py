@@ -9,7 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks import machine, main, report, systems, workloads
+from benchmarks.harness import machine, report, rounds, systems, usage, workloads
+from benchmarks.harness.adapters import common
+from benchmarks.harness.cli import main
+from benchmarks.harness.config import BenchConfig
+from benchmarks.harness.spec import SystemSpec, Unavailable
 from bowrt.runtime import Encoder
 
 RESULT_KEYS = {"schema", "meta", "machine", "versions", "ceilings", "systems", "workloads", "overhead", "accuracy"}
@@ -84,7 +88,8 @@ def test_report_writes_json_markdown_and_pngs(tmp_path):
     for heading in ("## Systems", "Batch-1 query latency", "Corpus of mixed lengths", "Concurrent clients",
                     "Runtime overhead", "Accuracy next to speed", "GEMM ceilings"):
         assert heading in md
-    assert "**not available**: not installed" in md
+    assert "## Not run here" in md and "| optimum | not installed | - |" in md
+    assert "| optimum |" not in md.split("## Not run here")[0]  # the Systems table lists what ran
     assert "| bowrt-fp32 | 4.2 [4–4.4]" in md  # median [min–max] over rounds
     for name in ("throughput", "latency", "concurrent"):
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -105,8 +110,8 @@ def test_unknown_peer_is_rejected_with_the_valid_list():
 
 
 def test_a_system_that_fails_to_load_becomes_unavailable(tmp_path):
-    with pytest.raises(systems.Unavailable, match="failed to load"):
-        systems.load(systems.SystemSpec("bowrt-fp32", bundle=str(tmp_path / "missing")))
+    with pytest.raises(Unavailable, match="failed to load"):
+        systems.load(SystemSpec("bowrt-fp32", bundle=str(tmp_path / "missing")))
 
 
 def test_concurrent_clients_batched_and_direct(tiny_bundles):
@@ -119,10 +124,10 @@ def test_concurrent_clients_batched_and_direct(tiny_bundles):
 
 
 def test_coldstart_child_of_a_bundle_imports_no_torch(tiny_bundles, tmp_path):
-    spec = systems.SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"]), threads=1)
+    spec = SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"]), threads=1)
     texts = tmp_path / "texts.json"
     texts.write_text(json.dumps({"batch32x128": ["some passage text"] * 4}))
-    p = subprocess.run([sys.executable, "-m", "benchmarks.coldstart", spec.to_json(), str(texts)],
+    p = subprocess.run([sys.executable, "-m", "benchmarks.harness.coldstart", spec.to_json(), str(texts)],
                        capture_output=True, text=True, timeout=120, check=True)
     got = json.loads(p.stdout.strip().splitlines()[-1])
     assert got["torch_imported"] is False
@@ -131,10 +136,14 @@ def test_coldstart_child_of_a_bundle_imports_no_torch(tiny_bundles, tmp_path):
 
 
 def test_micro_run_torch_vs_bowrt_with_an_unavailable_peer(tiny_bundles, tiny_model_dir, bench_env, monkeypatch):
-    def no_optimum() -> None:
-        raise systems.Unavailable("optimum is missing (test)")
+    from dataclasses import replace
 
-    monkeypatch.setattr(systems, "_require_optimum", no_optimum)
+    from benchmarks.harness import adapters, peer_env
+
+    def no_optimum() -> None:
+        raise Unavailable("optimum is missing (test)")
+
+    monkeypatch.setitem(adapters.PEERS, "optimum", replace(adapters.PEERS["optimum"], check=no_optimum))
     out = bench_env / "results"
     rc = main([str(tiny_bundles["fp32"]), "--model", str(tiny_model_dir), "--against", "torch,optimum", "--quick",
                "--rounds", "1", "--threads", "1", "--workloads", "latency,batch32x128,corpus",
@@ -144,7 +153,7 @@ def test_micro_run_torch_vs_bowrt_with_an_unavailable_peer(tiny_bundles, tiny_mo
     assert RESULT_KEYS <= set(res)
     opt = res["systems"]["optimum"]
     assert opt["status"] == "unavailable" and opt["reason"].startswith("optimum is missing (test)")
-    assert "python -m benchmarks.peer_env build" in opt["reason"]  # where it would run, and how to get there
+    assert opt["fix"] == peer_env.BUILD_COMMAND  # where it would run, and how to get there
     assert res["systems"]["torch"]["status"] == res["systems"]["bowrt-fp32"]["status"] == "ok"
     for wl in ("latency", "batch32x128", "corpus"):
         assert set(res["workloads"][wl]["results"]) == {"torch", "bowrt-fp32"}
@@ -160,7 +169,7 @@ def test_micro_run_torch_vs_bowrt_with_an_unavailable_peer(tiny_bundles, tiny_mo
 
 def test_st_int8_config_follows_the_host_isa():
     """ST's docs: one quantization config per ISA; u8 weights (u8 x u8, exact) only for avx2."""
-    from benchmarks import st_int8
+    from benchmarks.harness.adapters import ort_qint8 as st_int8
 
     assert st_int8.CONFIG_FOR_ISA["avx2"] == "avx2" and st_int8.int8_file("avx2") == "model_quint8_avx2.onnx"
     assert st_int8.CONFIG_FOR_ISA["amx"] == st_int8.CONFIG_FOR_ISA["avx512_vnni"] == "avx512_vnni"
@@ -174,10 +183,10 @@ def test_ort_qint8_quantizes_like_sentence_transformers_and_keeps_order(tiny_mod
     """The optimum-free stand-in for st-onnx-int8: every MatMul int8 (the attention's too), ST's batching."""
     import onnx
 
-    from benchmarks import st_int8
+    from benchmarks.harness.adapters import ort_qint8 as st_int8
     from tests.reference import torch_reference
 
-    spec = systems.prepare(systems.SystemSpec("ort-qint8", model_dir=str(tiny_model_dir), threads=1), tmp_path)
+    spec = systems.prepare(SystemSpec("ort-qint8", model_dir=str(tiny_model_dir), threads=1), tmp_path)
     config = st_int8.host_config()  # the config a sentence-transformers user picks for this host
     assert spec.files["config"] == config and spec.files["onnx_file"] == f"onnx/{st_int8.int8_file(config)}"
     graph = onnx.load(str(tmp_path / spec.files["folder"] / spec.files["onnx_file"]))
@@ -189,7 +198,7 @@ def test_ort_qint8_quantizes_like_sentence_transformers_and_keeps_order(tiny_mod
     assert "MatMul" not in ops
     assert ops.count("MatMulInteger") == 2 * 8  # 2 layers x (Q, K, V, out, FFN up/down, QK^T, PV)
     sys_ = systems.load(spec)
-    assert systems.PRECISION[spec.name] == "int8" and sys_.sorts_by_length
+    assert systems.precision(spec.name) == "int8" and sys_.sorts_by_length
 
     class Recorder:  # the batches the session sees, as rows of non-padding token counts
         def __init__(self, session):
@@ -217,7 +226,7 @@ def test_ort_qint8_quantizes_like_sentence_transformers_and_keeps_order(tiny_mod
 
 # --- issue 19: the peer environment, its worker, and the new peers ------------------------------
 def test_peer_env_installs_torch_first_pinned_then_the_optimum_stack(tmp_path):
-    from benchmarks import peer_env
+    from benchmarks.harness import peer_env
 
     cmds = peer_env.build_commands(tmp_path / "venv", base_python="/usr/bin/python3")
     assert cmds[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "venv")]
@@ -234,7 +243,7 @@ def test_peer_env_installs_torch_first_pinned_then_the_optimum_stack(tmp_path):
 
 
 def test_peer_env_is_ready_only_after_a_finished_build(tmp_path):
-    from benchmarks import peer_env
+    from benchmarks.harness import peer_env
 
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
@@ -248,9 +257,9 @@ def test_peer_env_is_ready_only_after_a_finished_build(tmp_path):
 
 
 def test_worker_round_trips_vectors_exactly(tiny_bundles):
-    from benchmarks.peer_worker import WorkerSystem
+    from benchmarks.harness.peer_client import WorkerSystem
 
-    spec = systems.SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"]), threads=1)
+    spec = SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"]), threads=1)
     texts = ["who wrote hamlet?", "the nile flows north through egypt", "a"]
     here = systems.load(spec)
     w = WorkerSystem(spec, sys.executable)  # this venv's python as the worker interpreter
@@ -267,10 +276,10 @@ def test_worker_round_trips_vectors_exactly(tiny_bundles):
 
 
 def test_worker_errors_come_back_as_unavailable_or_worker_errors(tmp_path):
-    from benchmarks.peer_worker import Worker, WorkerError, WorkerSystem
+    from benchmarks.harness.peer_client import Worker, WorkerError, WorkerSystem
 
-    with pytest.raises(systems.Unavailable, match="in the peer worker: .*failed to load"):
-        WorkerSystem(systems.SystemSpec("bowrt-fp32", bundle=str(tmp_path / "missing")), sys.executable)
+    with pytest.raises(Unavailable, match="in the peer worker: .*failed to load"):
+        WorkerSystem(SystemSpec("bowrt-fp32", bundle=str(tmp_path / "missing")), sys.executable)
     w = Worker(sys.executable)
     try:
         with pytest.raises(WorkerError, match="encode before load"):
@@ -290,7 +299,7 @@ def test_worker_errors_come_back_as_unavailable_or_worker_errors(tmp_path):
 @pytest.fixture()
 def fake_peer_env(bench_env):
     """A 'built' peer environment whose python is this one (so a test never builds the real venv)."""
-    from benchmarks import peer_env
+    from benchmarks.harness import peer_env
 
     venv = peer_env.env_dir()
     (venv / "bin").mkdir(parents=True)
@@ -300,34 +309,34 @@ def fake_peer_env(bench_env):
 
 
 def test_st_onnx_routes_to_the_peer_env_and_says_how_to_build_it(bench_env, fake_peer_env):
-    if systems._local_reason("st-onnx") is None:
+    if systems.local_reason("st-onnx") is None:
         pytest.skip("optimum runs in this environment: no worker needed")
-    from benchmarks import peer_env
-    from benchmarks.peer_worker import WorkerSystem
+    from benchmarks.harness import peer_env
 
-    assert systems.runs_in_worker("st-onnx") and systems.unavailable_reason("st-onnx") is None
+    assert systems.runs_in_worker("st-onnx") and systems.unavailable("st-onnx") is None
     assert not systems.runs_in_worker("torch") and not systems.runs_in_worker("ct2-int8")
-    # The fake env's python has no optimum either: the worker's own Unavailable comes back as one.
-    with pytest.raises(systems.Unavailable, match="in the peer worker: .*optimum"):
-        systems.load(systems.SystemSpec("optimum", model_dir="/nowhere"))
-    assert isinstance(systems.load, type(systems.load)) and WorkerSystem  # the adapter the routing uses
-    (fake_peer_env / peer_env.READY).unlink()  # not built: the reason says how to build it
-    why = systems.unavailable_reason("st-onnx")
-    assert why and "python -m benchmarks.peer_env build" in why
+    # The fake env's python has no optimum either: the worker's own Unavailable comes back as one, fix included.
+    with pytest.raises(Unavailable, match="in the peer worker: .*optimum") as e:
+        systems.load(SystemSpec("optimum", model_dir="/nowhere"))
+    assert e.value.fix == peer_env.BUILD_COMMAND
+    (fake_peer_env / peer_env.READY).unlink()  # not built: the fix is to build it
+    why = systems.unavailable("st-onnx")
+    assert why is not None and why.fix == peer_env.BUILD_COMMAND == "python -m benchmarks.harness.peer_env build"
 
 
 def test_new_peers_say_why_they_cannot_run(monkeypatch):
-    from benchmarks import peers_llamacpp
+    from benchmarks.harness.adapters import llamacpp
 
     assert systems.expand_against(["ct2", "openvino"]) == ["ct2-int8", "ct2-fp32", "openvino-fp32", "openvino-int8"]
-    assert systems.PRECISION["ct2-int8"] == systems.PRECISION["openvino-int8"] == "int8"
+    assert systems.precision("ct2-int8") == systems.precision("openvino-int8") == "int8"
     real = systems.version
     monkeypatch.setattr(systems, "version", lambda p: None if p in ("openvino", "nncf", "ctranslate2") else real(p))
-    assert "openvino" in systems._local_reason("openvino-fp32") and "nncf" in systems._local_reason("openvino-int8")
-    assert "ctranslate2" in systems._local_reason("ct2-int8")
-    monkeypatch.setattr(peers_llamacpp.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(systems.Unavailable, match="no binary wheel"):
-        systems.prepare(systems.SystemSpec("llama.cpp", model_dir="/m"), __import__("pathlib").Path("/tmp"))
+    assert "openvino" in str(systems.local_reason("openvino-fp32")) and "nncf" in str(systems.local_reason("openvino-int8"))
+    why = systems.local_reason("ct2-int8")
+    assert "ctranslate2" in str(why) and why.fix == "pip install ctranslate2"
+    monkeypatch.setattr(llamacpp.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(Unavailable, match="no binary wheel"):
+        systems.prepare(SystemSpec("llama.cpp", model_dir="/m"), __import__("pathlib").Path("/tmp"))
 
 
 def test_ct2_converts_with_its_own_converter_and_matches_pytorch(tiny_model_dir, tmp_path):
@@ -341,7 +350,7 @@ def test_ct2_converts_with_its_own_converter_and_matches_pytorch(tiny_model_dir,
     texts = [" ".join(rng.choice(words, size=int(n))) for n in rng.permutation(np.arange(1, 41))]
     ref = torch_reference(tiny_model_dir, texts, 256, pooling="cls")
     for name in ("ct2-fp32", "ct2-int8"):
-        spec = systems.prepare(systems.SystemSpec(name, model_dir=str(tiny_model_dir), threads=1), tmp_path)
+        spec = systems.prepare(SystemSpec(name, model_dir=str(tiny_model_dir), threads=1), tmp_path)
         sys_ = systems.load(spec)
         got = sys_.encode(texts, "passage")
         if name == "ct2-fp32":
@@ -364,8 +373,8 @@ def test_pool_np_matches_the_torch_pooling():
     mask = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
     for pooling in ("cls", "mean"):
         for normalize in (False, True):
-            want = systems.pool(torch.from_numpy(hidden), torch.from_numpy(mask), pooling, normalize).numpy()
-            np.testing.assert_allclose(systems.pool_np(hidden, mask, pooling, normalize), want, rtol=1e-6, atol=1e-6)
+            want = common.pool(torch.from_numpy(hidden), torch.from_numpy(mask), pooling, normalize).numpy()
+            np.testing.assert_allclose(common.pool_np(hidden, mask, pooling, normalize), want, rtol=1e-6, atol=1e-6)
 
 
 def test_paired_ratio_takes_the_best_peer_of_each_round():
@@ -387,15 +396,15 @@ def test_paired_ratio_takes_the_best_peer_of_each_round():
 
 
 def test_worker_figures_are_the_time_inside_the_worker():
-    from benchmarks import runner
+    from benchmarks.harness.config import LATENCY_WARM_CALLS
 
     rec = {"latency": {"p": [[9.0] * 5]}, "corpus": {"p": [7.0]}}
-    calls = [(0.010 + i, 0.002) for i in range(runner.LATENCY_WARM_CALLS + 2)]
-    runner.inside_worker("p", "latency", rec, calls)
+    calls = [(0.010 + i, 0.002) for i in range(LATENCY_WARM_CALLS + 2)]
+    rounds.inside_worker("p", "latency", rec, calls)
     assert rec["latency"]["p"][-1] == [2.0, 2.0]  # warm-up calls dropped, inner ms
-    runner.inside_worker("p", "corpus", rec, [(3.5, 3.0)])
+    rounds.inside_worker("p", "corpus", rec, [(3.5, 3.0)])
     assert rec["corpus"]["p"] == [3.0]
-    summary = runner.ipc_summary(rec["ipc"])
+    summary = rounds.ipc_summary(rec["ipc"])
     assert summary["p"]["corpus"]["median_ms"] == pytest.approx(500.0) and summary["p"]["latency"]["calls"] == len(calls)
 
 
@@ -410,18 +419,18 @@ def test_report_lists_the_peers_that_ran_in_the_worker(tmp_path):
 
 
 def test_runner_times_a_worker_system_inside_the_worker(tiny_bundles):
-    from benchmarks import runner
-    from benchmarks.peer_worker import WorkerSystem
+    from benchmarks.harness.config import LATENCY_WARM_CALLS
+    from benchmarks.harness.peer_client import WorkerSystem
 
-    w = WorkerSystem(systems.SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"]), threads=1), sys.executable)
+    w = WorkerSystem(SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"]), threads=1), sys.executable)
     texts = workloads.make_texts(tiny_bundles["fp32"] / "tokenizer.json", queries=8, corpus=8, seed=3)
-    cfg = runner.BenchConfig(quick=True)
+    cfg = BenchConfig(quick=True)
     rec: dict = {}
     try:
-        runner.run_workload("w", w, "latency", texts, cfg, rec)
+        rounds.run_workload("w", w, "latency", texts, cfg, rec)
         lat = rec["latency"]["w"][-1]  # warm-up calls dropped, milliseconds inside the worker
-        assert len(lat) == cfg.latency_calls and lat == [inner * 1000 for _, inner in w.calls[runner.LATENCY_WARM_CALLS:]]
-        runner.run_workload("w", w, "corpus", texts, cfg, rec)
+        assert len(lat) == cfg.latency_calls and lat == [inner * 1000 for _, inner in w.calls[LATENCY_WARM_CALLS:]]
+        rounds.run_workload("w", w, "corpus", texts, cfg, rec)
         assert len(w.calls) == 1 and rec["corpus"]["w"] == [w.calls[0][1]]  # the corpus call, inside the worker
     finally:
         w.close()
@@ -429,21 +438,130 @@ def test_runner_times_a_worker_system_inside_the_worker(tiny_bundles):
 
 
 def test_cpu_share_counts_a_live_worker_child_as_ours_not_as_other_processes():
-    """The peer worker is a live child while the share is taken: its CPU time is ours."""
-    if machine.CpuShare().others_fraction() is None:
+    """The peer worker is a live child while the share is taken: its CPU time is the run's own.
+    Asserted on the run's own account, which no other process on the machine can move."""
+    if usage.machine_busy_s() is None:
         pytest.skip("no /proc/stat here")
-    share = machine.CpuShare()
+    share = usage.CpuShare()
     child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass\nprint('done', flush=True)\ntime.sleep(30)"],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "done"  # it burnt ~1.5 s of CPU and is still alive
-        child_cpu = machine._live_descendants_cpu()
+        child_cpu = usage._live_descendants_cpu()
         assert child_cpu >= 1.0
-        others = share.others_fraction()
-        wall = machine.time.time() - share._t0
-        # Had the child counted as another process, it alone would be this share:
-        as_other = child_cpu / (wall * (machine.os.cpu_count() or 1))
-        assert others is not None and others < as_other / 2
+        assert share.own_s() >= child_cpu  # counted as ours, though not reaped (os.times does not see it yet)
     finally:
         child.kill()
         child.wait()
+
+
+def test_cpu_share_is_busy_time_less_the_runs_own_over_wall_time_and_cpus():
+    """The share's arithmetic, on readings chosen here: 10 s of wall on 2 CPUs; the machine was busy
+    12 s of CPU, the run (with its children) 9 s of it: others took 3 s, 15 % of the CPUs."""
+    clock, busy, own = iter([100.0, 110.0]), iter([50.0, 62.0]), iter([1.0, 10.0])
+    share = usage.CpuShare(busy=busy.__next__, own=own.__next__, clock=clock.__next__, cpus=2)
+    assert share.others_fraction() == pytest.approx(0.15)
+    assert usage.CpuShare(busy=lambda: None, own=lambda: 0.0).others_fraction() is None  # no /proc/stat
+    # A run that used all the busy time and more (readings taken at slightly different moments): 0, never below.
+    share = usage.CpuShare(busy=iter([0.0, 9.0]).__next__, own=iter([0.0, 10.0]).__next__,
+                           clock=iter([0.0, 5.0]).__next__, cpus=2)
+    assert share.others_fraction() == 0.0
+
+
+# --- issue 25: the harness as one package, the demo's report --------------------------------------
+def test_concurrency_runs_on_bowrt_systems_only_even_for_a_peer_with_an_encoder_attribute(tiny_bundles):
+    """CTranslate2's adapter keeps its ``ctranslate2.Encoder`` as ``.encoder``; the warm-up once took
+    it for a bowrt Encoder and dropped the peer. Concurrency drives bowrt's own batcher only."""
+    from benchmarks.harness.adapters.bowrt_runtime import BowrtSystem
+
+    class Ct2Like:
+        batching, sorts_by_length, model_bytes = "b", True, 1
+        encoder = object()  # no .batcher
+
+        def encode(self, texts, kind):
+            return np.zeros((len(texts), 4), np.float32)
+
+    texts = workloads.make_texts(tiny_bundles["fp32"] / "tokenizer.json", queries=8, corpus=8, seed=3)
+    loaded = {"ct2-int8": Ct2Like(), "bowrt-fp32": BowrtSystem(SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"])))}
+    info = {n: {"status": "ok"} for n in loaded}
+    cfg = BenchConfig(quick=True, workloads=("latency", "concurrent"), rounds=1)
+    log: list[str] = []
+    warm = rounds.warm_up(loaded, info, texts, cfg, log.append)
+    assert set(loaded) == {"ct2-int8", "bowrt-fp32"} and info["ct2-int8"]["status"] == "ok", log
+    assert set(warm["concurrent"]) == {"bowrt-fp32"} and set(warm["latency"]) == set(loaded)
+    assert not rounds.runs("ct2-int8", "concurrent") and rounds.runs("bowrt-int8-2", "concurrent")
+
+
+def test_every_system_of_the_table_resolves_and_groups_expand_to_its_rows():
+    from benchmarks.harness import adapters
+
+    assert set(systems.NAMES) == set(adapters.PEERS) | set(adapters.GROUPS)
+    for members in adapters.GROUPS.values():
+        assert set(members) <= set(adapters.PEERS)
+    assert all(systems.entry(n) is adapters.PEERS[n] for n in adapters.PEERS)
+    assert systems.entry("bowrt-int8-2") is adapters.BOWRT and systems.precision("bowrt-int8-2") == "int8"
+    with pytest.raises(ValueError, match="valid: torch"):
+        systems.entry("onnx-magic")
+    assert {systems.precision(n) for n in adapters.PEERS} <= {"fp32", "bf16", "int8"}
+
+
+def _with_left_out(res: dict) -> dict:
+    from benchmarks.harness.peer_env import BUILD_COMMAND
+
+    for n in ("st-onnx", "st-onnx-O3", "st-onnx-int8", "openvino-fp32", "openvino-int8"):
+        res["systems"][n] = {"status": "unavailable", "reason": f"{n} needs things: a long sentence; it runs in the "
+                             "peer environment, which is not built", "fix": BUILD_COMMAND}
+    res["systems"]["fastembed"] = {"status": "unavailable", "reason": "fastembed is not installed", "fix": "pip install fastembed"}
+    res["systems"]["llama.cpp"] = {"status": "unavailable", "reason": "llama-cpp-python is not installed: no wheel here",
+                                   "fix": None}
+    res["systems"]["st"] = {"status": "skipped", "reason": "left out by --quick (time budget)", "fix": "without --quick"}
+    return res
+
+
+def test_summary_is_at_most_40_lines_with_every_left_out_system_in_one_line():
+    from benchmarks.harness.summary import MAX_LINES, summary
+
+    res = _with_left_out(_fake_result())
+    corpus = res["workloads"]["corpus"]["results"]
+    corpus["torch"]["rounds"], corpus["bowrt-fp32"]["rounds"] = [50.0, 45.0], [80.0, 90.0]
+    lines = summary(res, "results/quick")
+    assert len(lines) <= MAX_LINES
+    left = [ln for ln in lines if ln.startswith("not run here:")]
+    assert len(left) == 1
+    assert "st-onnx, st-onnx-O3, st-onnx-int8, openvino-fp32, openvino-int8 (python -m benchmarks.harness.peer_env build)" in left[0]
+    assert "fastembed (pip install fastembed)" in left[0] and "llama.cpp (llama-cpp-python is not installed)" in left[0]
+    assert "optimum (not installed)" in left[0] and "st (without --quick)" in left[0]
+    assert "| bowrt-fp32 | fp32 | 76 | 4.2 | 1.00000 | 1.000 | 1.000000 |" in lines, lines
+    assert "  bowrt-fp32, corpus: 1.8x [1.6–2] the fastest peer of the same round" in lines, lines
+    assert not any("| optimum |" in ln or "| st-onnx |" in ln for ln in lines)  # the table shows what ran
+    assert lines[-1].startswith("full report: results/quick/results.md")
+    many = _fake_result()  # a run of 60 systems still fits, and says where the rest is
+    for i in range(60):
+        many["systems"][f"p{i}"] = {"status": "ok", "precision": "fp32"}
+    lines = summary(many, "r")
+    assert len(lines) <= MAX_LINES and any("more lines in the report" in ln for ln in lines)
+    md = report.markdown(_with_left_out(_fake_result()))
+    assert md.count("`python -m benchmarks.harness.peer_env build`") == 5 and "| st | left out by --quick" in md
+
+
+def test_third_party_output_goes_to_the_log_file_and_the_terminal_comes_back(tmp_path, capfd):
+    """Python prints, raw writes to fds 1 and 2 and a child process's output all land in the log."""
+    import os
+
+    from benchmarks.harness.quiet import output_to
+
+    log = tmp_path / "run" / "third_party.log"
+    with output_to(log, "nncf: prepare"):
+        print("a table from a library")
+        os.write(2, b"a C++ warning\n")
+        subprocess.run([sys.executable, "-c", "print('a child process')"], check=True)
+    print("bowrt's own line")
+    out, err = capfd.readouterr()
+    assert out == "bowrt's own line\n" and err == ""
+    text = log.read_text()
+    assert "=== nncf: prepare" in text and "a table from a library" in text and "a C++ warning" in text
+    assert "a child process" in text
+    with pytest.raises(RuntimeError), output_to(log, "a failure"):
+        raise RuntimeError("boom")
+    print("still here")
+    assert capfd.readouterr().out == "still here\n"

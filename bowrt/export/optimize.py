@@ -7,7 +7,7 @@ fused graph is what every variant starts from.
 The CPU variants (fp32, int8) then get one fusion undone: ONNX Runtime's CPU
 kernel for SkipLayerNormalization is 2.4-2.8x slower than the plain Add +
 LayerNormalization it replaces (ORT 1.32, [4096, 768] and [13, 768] inputs,
-``python benchmarks/layernorm_check.py``); splitting it cut 11-13% off an int8
+``python benchmarks/studies/layernorm_check.py``); splitting it cut 11-13% off an int8
 forward pass of the bert-base twin at 32 x 128 and 4% off fp32.
 :func:`split_skip_layer_norms` rewrites it back, and the runtime keeps ORT
 from re-fusing it on CPU (``CPU_DISABLED_OPTIMIZERS`` in runtime/session.py);

@@ -56,7 +56,7 @@ __all__ = ["BatchReport", "BatcherStats", "DynamicBatcher", "EncodeFn", "Pending
 
 # How long a batch is held open for more requests. 0: the worker runs whatever is
 # queued as soon as it is free; requests still merge while a batch computes, and a
-# lone request never waits. Measured with `python benchmarks/batcher_wait.py`
+# lone request never waits. Measured with `python benchmarks/studies/batcher_wait.py`
 # (bert-base twin, 2 threads, closed-loop single queries, x direct calls): 0 ms gave
 # 1.01-1.08x at 1 client (5 ms: 0.61-0.86x), 1.21/1.08x at 4 (2 ms: 1.28/1.14x) and
 # 1.30/1.33x at 16 (5 ms: 1.04/1.39x) for fp32/int8. On hardware where one batch of

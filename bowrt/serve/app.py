@@ -60,7 +60,7 @@ class ServeConfig:
     max_inputs: int = 256  # texts per request; more -> 413
     max_body_bytes: int = 2 * 1024 * 1024  # request body; more -> 413
     # A request whose first batch has not started by then -> 504 (dropped unencoded); once
-    # started it is answered. Measured on a 2-core host (benchmarks/serve_defaults.py, the
+    # started it is answered. Measured on a 2-core host (benchmarks/studies/serve_defaults.py, the
     # documented example: 10 clients x 64 passages of 250 tokens, bert-base fp32): 30 s gave
     # 7 of 10 504s; the last request started at ~108 s and all answered by 120 s; 300 s
     # leaves 2.8x room.

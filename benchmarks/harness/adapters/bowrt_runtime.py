@@ -1,0 +1,41 @@
+"""``bowrt-<variant>``: a bowrt bundle through :class:`bowrt.runtime.Encoder`, the system the bench is about."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness.spec import SystemSpec, Unavailable
+
+
+class BowrtSystem:
+    """A bowrt bundle through the Encoder; keeps each call's timings while ``record`` is set.
+
+    ``encoder`` is the :class:`bowrt.runtime.Encoder` itself: the concurrency workload drives
+    its dynamic batcher (only bowrt systems run that workload).
+    """
+
+    sorts_by_length = True
+
+    def __init__(self, spec: SystemSpec):
+        from bowrt.runtime import Encoder
+
+        self.spec = spec
+        if spec.name.split("-")[1] == "fp16" and spec.device != "cuda":
+            raise Unavailable("fp16 bundles run on GPU providers only (no CUDA here)")
+        self.encoder = Encoder(spec.bundle, providers=spec.device, threads=spec.threads)
+        self.batching = f"sorts by length, token budget {self.encoder.max_batch_tokens} (padding counted), pads per batch"
+        self.model_bytes = (Path(spec.bundle) / "model.onnx").stat().st_size
+        self.record = False
+        self.log: list[tuple[float, Any]] = []  # (end-to-end seconds, Timings) per call while recording
+
+    def encode(self, texts: list[str], kind: str) -> np.ndarray:
+        t0 = time.perf_counter()
+        if not self.record:
+            return self.encoder.encode_queries(texts) if kind == "query" else self.encoder.encode_passages(texts)
+        got = self.encoder.encode_timed(kind, texts)
+        self.log.append((time.perf_counter() - t0, got.timings))
+        return got.vectors

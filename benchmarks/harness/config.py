@@ -1,0 +1,55 @@
+"""What one benchmark run is asked to do: :class:`BenchConfig`, and the constants the run is built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WORKLOADS = ("latency", "batch32x128", "corpus", "concurrent")
+DEFAULT_AGAINST = ("torch", "torch-bf16", "st", "st-onnx", "ort-qint8", "optimum", "fastembed", "ct2", "openvino", "llama.cpp")
+CLIENTS = (1, 4, 16, 64)  # closed-loop clients of the concurrency workload
+MODES = ("batched", "direct")
+LATENCY_WARM_CALLS = 3  # dropped at the start of every latency run
+PAUSE_S = 0.2  # between systems: lets the previous one's spinning worker threads go idle
+QUICK_BUDGET_S = 120.0  # rounds + memory + accuracy; imports, loading and warm-up (~1 min) come on top
+QUICK_MIN_CORPUS = 32
+WARM_CORPUS = 16  # passages of the corpus run in the warm-up (FLOP-normalized for the estimate)
+# --quick leaves peers out in this order until its estimate fits QUICK_BUDGET_S; the last ones
+# are the strongest peers of each precision (CTranslate2's int8 and fp32, the ONNX Runtime int8).
+QUICK_DROP_ORDER = ("llama.cpp", "fastembed", "st", "torch-bf16", "st-onnx-O3", "st-onnx", "optimum", "openvino-fp32",
+                    "st-onnx-int8", "openvino-int8", "ort-qint8", "ct2-fp32", "ct2-int8")
+# Rough share of the GEMM ceiling a system reaches, for the estimate made before anything ran.
+GUESSED_EFFICIENCY = {"fp32": 0.5, "bf16": 0.3, "int8": 0.3, "fp16": 0.3}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    bundles: tuple[str, ...] = ()
+    model: str | None = None
+    against: tuple[str, ...] = DEFAULT_AGAINST
+    workloads: tuple[str, ...] = WORKLOADS
+    rounds: int | None = None  # default: 3, quick: 1
+    quick: bool = False
+    threads: int | None = None
+    out: str = "results"
+    gates: tuple[str, ...] = ()
+    device: str = "cpu"
+    accuracy: bool = True
+    memory: bool = True
+    seed: int = 1234
+    corpus: int | None = None  # passages in the corpus workload (default 1000; --quick: 200, fewer if needed)
+
+    @property
+    def n_rounds(self) -> int:
+        return self.rounds or (1 if self.quick else 3)
+
+    @property
+    def latency_calls(self) -> int:
+        return 30 if self.quick else 200
+
+    @property
+    def corpus_size(self) -> int:
+        return self.corpus or (200 if self.quick else 1000)
+
+    @property
+    def concurrent_s(self) -> float:
+        return 1.0 if self.quick else 3.0
