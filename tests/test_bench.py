@@ -565,3 +565,34 @@ def test_third_party_output_goes_to_the_log_file_and_the_terminal_comes_back(tmp
         raise RuntimeError("boom")
     print("still here")
     assert capfd.readouterr().out == "still here\n"
+
+
+def test_quick_keeps_the_reference_and_the_ct2_peers_and_places_every_other_peer_in_its_drop_order():
+    """--quick may leave peers out for time; the reference and CTranslate2 (int8 and fp32, the main
+    environment's strongest peers) always run. A peer added to the table must be placed in one list."""
+    from benchmarks.harness import adapters, budget
+    from benchmarks.harness.config import QUICK_DROP_ORDER, QUICK_KEEP
+
+    assert set(QUICK_KEEP).isdisjoint(QUICK_DROP_ORDER)
+    assert set(QUICK_KEEP) | set(QUICK_DROP_ORDER) == set(adapters.PEERS)
+    names = ["torch", "ct2-int8", "ct2-fp32", "ort-qint8", "st", "bowrt-fp32", "bowrt-int8"]
+    texts = workloads.Texts(["q?"] * 40, [10] * 40, ["p"] * 32, [128] * 32, ["c"] * 1000, [200] * 1000)
+    config = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12}
+    slow = {n: 1e9 for n in names}  # 1 GFLOP/s: nothing fits, so everything that may go goes
+    kept, cfg, cut = budget.fit_quick(BenchConfig(quick=True), names, texts, config, slow, lambda m: None, notes := [])
+    assert kept == ["torch", "ct2-int8", "ct2-fp32", "bowrt-fp32", "bowrt-int8"]
+    assert len(cut.corpus) == cfg.corpus_size < 1000 and "left out st, ort-qint8 " in notes[0]
+
+
+def test_bench_paired_pairs_the_kth_runs_and_inverts_latency():
+    from benchmarks.studies.bench_paired import pair_ratios
+
+    def res(lat: float, corpus: float) -> dict:
+        return {"workloads": {"latency": {"results": {"bowrt-int8": {"p50_ms": {"median": lat}}}},
+                              "corpus": {"results": {"bowrt-int8": {"items_per_s": {"median": corpus}},
+                                                     "torch": {"items_per_s": {"median": None}}}}}}
+
+    got = pair_ratios([res(10.0, 20.0), res(12.0, 18.0)], [res(8.0, 22.0), res(12.0, 18.0), res(1.0, 1.0)])
+    assert got[("latency", "bowrt-int8")] == pytest.approx([1.25, 1.0])  # 10 ms -> 8 ms is 1.25x faster
+    assert got[("corpus", "bowrt-int8")] == pytest.approx([1.1, 1.0])
+    assert ("corpus", "torch") not in got  # no figure on either side: no ratio

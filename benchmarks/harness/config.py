@@ -13,10 +13,12 @@ PAUSE_S = 0.2  # between systems: lets the previous one's spinning worker thread
 QUICK_BUDGET_S = 120.0  # rounds + memory + accuracy; imports, loading and warm-up (~1 min) come on top
 QUICK_MIN_CORPUS = 32
 WARM_CORPUS = 16  # passages of the corpus run in the warm-up (FLOP-normalized for the estimate)
-# --quick leaves peers out in this order until its estimate fits QUICK_BUDGET_S; the last ones
-# are the strongest peers of each precision (CTranslate2's int8 and fp32, the ONNX Runtime int8).
+# --quick leaves peers out in this order until its estimate fits QUICK_BUDGET_S, then shrinks the
+# corpus. It never leaves out the reference and the peers of the main environment that lead their
+# precision (CTranslate2 int8 and fp32): a quick run always shows bowrt next to them.
 QUICK_DROP_ORDER = ("llama.cpp", "fastembed", "st", "torch-bf16", "st-onnx-O3", "st-onnx", "optimum", "openvino-fp32",
-                    "st-onnx-int8", "openvino-int8", "ort-qint8", "ct2-fp32", "ct2-int8")
+                    "st-onnx-int8", "openvino-int8", "ort-qint8")
+QUICK_KEEP = ("torch", "ct2-int8", "ct2-fp32")
 # Rough share of the GEMM ceiling a system reaches, for the estimate made before anything ran.
 GUESSED_EFFICIENCY = {"fp32": 0.5, "bf16": 0.3, "int8": 0.3, "fp16": 0.3}
 

@@ -45,8 +45,10 @@ def output_to(log_file: Path | None, title: str) -> Iterator[None]:
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     with open(log_file, "a", encoding="utf-8", errors="replace") as f:
+        start = f.tell()
         f.write(f"\n=== {title}\n")
         f.flush()
+        empty = f.tell()
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
         try:  # Python's streams too: they need not write through fds 1 and 2 (a test's capture does not)
@@ -54,6 +56,8 @@ def output_to(log_file: Path | None, title: str) -> Iterator[None]:
                 yield
         finally:
             f.flush()
+            if os.fstat(f.fileno()).st_size == empty:  # nothing was printed: no empty heading either
+                f.truncate(start)
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from benchmarks.harness import budget, coldstart, gather, machine, models, peer_env, resolve, rounds, systems, usage, workloads
 from benchmarks.harness.config import PAUSE_S, WORKLOADS, BenchConfig
 from benchmarks.harness.quiet import LOG_NAME, quiet_libraries
-from benchmarks.harness.report import write_report
+from benchmarks.harness.report import left_out_line, write_report
 from benchmarks.harness.spec import SystemSpec, Unavailable, is_bowrt
 from benchmarks.harness.summary import summary
 from bowrt.errors import OptionError
@@ -74,8 +74,8 @@ def _choose(cfg: BenchConfig, specs: dict[str, SystemSpec], texts: workloads.Tex
             ceilings: dict[str, Any], log: Log, notes: list[str]) -> tuple[list[str], dict[str, Any], BenchConfig, workloads.Texts]:
     """The systems to load (those that can run; --quick: those that fit its budget) and what became of the rest."""
     info = resolve.not_runnable(specs)
-    for line in _left_out_log(info):
-        log(line)
+    if info:
+        log(f"not available here: {left_out_line(info)}")
     names = [n for n in specs if n not in info]
     if cfg.quick:
         kept, cfg, texts = budget.fit_quick(cfg, names, texts, config, budget.guessed_rates(specs, ceilings), log, notes)
@@ -83,13 +83,6 @@ def _choose(cfg: BenchConfig, specs: dict[str, SystemSpec], texts: workloads.Tex
                      for n in names if n not in kept})
         names = kept
     return names, info, cfg, texts
-
-
-def _left_out_log(info: dict[str, Any]) -> list[str]:
-    groups: dict[str, list[str]] = {}
-    for n, i in info.items():
-        groups.setdefault(i.get("fix") or i["reason"], []).append(n)
-    return [f"not available here: {', '.join(names)} ({how})" for how, names in groups.items()]
 
 
 def _memory(cfg: BenchConfig, loaded: dict[str, Any], specs: dict[str, SystemSpec], texts: workloads.Texts,
