@@ -1,6 +1,6 @@
 # bowrt: two commands do all the set-up on a fresh machine.
 #   make test   create .venv, install bowrt with its extras, run the tests
-#   make demo   export the real-weights model and the bert-base twin, print parity and a speed table
+#   make demo   export the real-weights model and the bert-base twin, print parity and a speed summary
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
