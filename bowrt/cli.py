@@ -6,6 +6,7 @@
     bowrt encode bundles/fp32 corpus.tsv -o vecs/   a corpus -> sharded .npy, resumable (--ray: on Ray)
     bowrt serve bundles/fp32 --port 8080        HTTP server (serve extra)
     bowrt export-triton bundles/fp16 -o model_repository/ --kind gpu   (Triton model repository)
+    bowrt eval bundles/fp32 bundles/int8 --data my-set/ -o eval/   retrieval quality on a labelled set
     bowrt bench ...                             says how to run the benchmarks (python -m benchmarks)
 
 Each handler imports what it needs, so ``bowrt verify`` works with the base
@@ -25,17 +26,11 @@ from typing import Any
 
 from bowrt.bundle import KINDS
 from bowrt.errors import BowrtError, OptionError
+from bowrt.options import parse_providers as _providers
 
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
-
-
-def _providers(value: str | None) -> Any:
-    if value is None:
-        return None
-    names = [p.strip() for p in value.split(",") if p.strip()]
-    return names[0] if len(names) == 1 else names
 
 
 # --- handlers ------------------------------------------------------------------
@@ -45,7 +40,7 @@ def _export(args: argparse.Namespace) -> int:
     manifests = export_model(
         args.model, args.out, args.variants, force=args.force, revision=args.revision, pooling=args.pooling,
         query_max_length=args.query_max_length, passage_max_length=args.passage_max_length, gates=args.gate,
-        int8_method=args.int8_method, log=_say,
+        int8_method=args.int8_method, eval_data=args.eval, eval_max_drop=args.eval_max_drop, log=_say,
         **({} if args.int8_static_tolerance is None else {"int8_static_tolerance": args.int8_static_tolerance}),
     )
     for variant in manifests:
@@ -227,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bowrt", description="Export, verify, run and serve bowdpr dense retriever bundles.")
     p.add_argument("--version", action="version", version=f"bowrt {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_export, _add_verify, _add_info, _add_encode, _add_serve, _add_export_triton, _add_bench):
+    from bowrt.eval.cli import add_parser as _add_eval
+
+    for add in (_add_export, _add_verify, _add_info, _add_encode, _add_eval, _add_serve, _add_export_triton, _add_bench):
         add(sub)
     _add_push(sub)
     return p
@@ -253,6 +250,10 @@ def _add_export(sub: Any) -> None:
                    help="smoothquant: give a node one calibrated activation scale (faster than per-token) when "
                         "its simulated error is at most X times the per-token one (default 1.0: only where "
                         "that costs no accuracy; 1.5-2 trade some agreement for speed)")
+    s.add_argument("--eval", metavar="DIR", help="a labelled set (BEIR or DPR layout, as bowrt eval reads it): refuse "
+                                                 "the int8 bundle where its Recall@20 drops by more than --eval-max-drop")
+    s.add_argument("--eval-max-drop", type=float, default=0.5, metavar="POINTS",
+                   help="the most Recall@20 (top-20 accuracy for DPR) int8 may lose against fp32 (default %(default)s)")
     s.set_defaults(handler=_export)
 
 

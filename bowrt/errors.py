@@ -125,6 +125,10 @@ class CorpusLineError(CorpusError):
         return (type(self), (str(self), self.line))
 
 
+class EvalDataError(BowrtError, ValueError):
+    """A labelled set for ``bowrt eval`` is unusable; the message names the file and the line."""
+
+
 class RequestTooLarge(InputError):
     """A request exceeds the server's limits: too many inputs or too large a body (HTTP 413)."""
 

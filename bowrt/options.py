@@ -30,3 +30,11 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise OptionError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def parse_providers(value: str | None) -> Any:
+    """A command line's ``--providers`` (``cpu``, or ``cuda,cpu``) as the Encoder takes it: None, one name, or a list."""
+    if value is None:
+        return None
+    names = [p.strip() for p in value.split(",") if p.strip()]
+    return names[0] if len(names) == 1 else names

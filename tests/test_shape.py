@@ -57,9 +57,13 @@ def test_no_long_functions():
 
 # The halves (DESIGN.md): the runtime and the bundle contract import nothing above them.
 FORBIDDEN = {
-    "runtime": ("bowrt.export", "bowrt.serve", "bowrt.scale", "bowrt.cli", "bowrt.corpus", "benchmarks", "tests"),
-    "bundle.py": ("bowrt.export", "bowrt.serve", "bowrt.scale", "bowrt.cli", "bowrt.corpus", "bowrt.runtime",
+    "runtime": ("bowrt.export", "bowrt.serve", "bowrt.scale", "bowrt.cli", "bowrt.corpus", "bowrt.eval", "benchmarks",
+                "tests"),
+    "bundle.py": ("bowrt.export", "bowrt.serve", "bowrt.scale", "bowrt.cli", "bowrt.corpus", "bowrt.runtime", "bowrt.eval",
                   "benchmarks", "tests"),
+    # The eval runs on the runtime's install: it never needs the export stage, torch or the server.
+    "eval": ("bowrt.export", "bowrt.serve", "bowrt.scale", "bowrt.cli", "torch", "transformers", "onnx", "benchmarks",
+             "tests"),
 }
 
 

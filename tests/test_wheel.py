@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Top-level entries of the bowrt package that may ship.
 SHIPPED = {"__init__.py", "atomic.py", "bundle.py", "cli.py", "corpus", "corpus.py", "errors.py", "options.py",
-           "export", "runtime", "scale", "serve", "integrations"}
+           "export", "runtime", "scale", "serve", "integrations", "eval"}
 
 
 def test_wheel_holds_the_product_only(tmp_path):
@@ -35,5 +35,5 @@ def test_wheel_holds_the_product_only(tmp_path):
     assert code and all(n.startswith("bowrt/") for n in code), [n for n in code if not n.startswith("bowrt/")]
     tops = {n.split("/")[1] for n in code}
     assert tops <= SHIPPED, f"unexpected in the wheel: {sorted(tops - SHIPPED)}"
-    assert {"runtime", "export", "serve", "scale", "cli.py", "bundle.py"} <= tops
+    assert {"runtime", "export", "serve", "scale", "eval", "cli.py", "bundle.py"} <= tops
     assert not [n for n in code if "bench" in n or n.split("/")[1] == "tests"], "benchmark or test code in the wheel"

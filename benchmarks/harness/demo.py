@@ -69,7 +69,7 @@ def main() -> int:
     twin = models.twin_folder(say)
     # Random weights: ranking agreement means nothing, so only the numeric gates apply.
     export("twin", twin, list(models.RANDOM_WEIGHT_GATES))
-    say(f"\n=== speed: the bert-base twin, bowrt against the peers that run here (python -m benchmarks --quick) ===")
+    say("\n=== speed: the bert-base twin, bowrt against the peers that run here (python -m benchmarks --quick) ===")
     return bench([str(OUT / "twin" / "fp32"), str(OUT / "twin" / "int8"), "--model", str(twin), "--quick", "-o", RESULTS])
 
 

@@ -40,8 +40,10 @@ def _clock(seconds: float) -> str:
 class Progress:
     """Counts lines settled and texts encoded; draws itself on ``stream`` (default stderr)."""
 
-    def __init__(self, enabled: bool, total: int | None = None, stream: TextIO | None = None):
+    def __init__(self, enabled: bool, total: int | None = None, stream: TextIO | None = None, *,
+                 label: str = "bowrt encode", unit: str = "lines"):
         self.enabled, self.total, self.stream = enabled, total, stream or sys.stderr
+        self.label, self.unit = label, unit  # ``bowrt eval`` counts passages searched with it too
         self.lines = self.encoded = self.reused = 0
         self.t0 = time.perf_counter()
         self._lock, self._stop = threading.Lock(), threading.Event()
@@ -72,13 +74,13 @@ class Progress:
         elapsed = time.perf_counter() - self.t0
         rate = encoded / max(elapsed, 1e-9)
         if total is None:
-            done, eta = f"{lines} lines", "ETA ?"
+            done, eta = f"{lines} {self.unit}", "ETA ?"
         else:
             pct = 100.0 * lines / total if total else 100.0
             left = max(total - lines, 0)
-            done = f"{lines}/{total} lines ({pct:.1f}%)"
+            done = f"{lines}/{total} {self.unit} ({pct:.1f}%)"
             eta = "ETA 0:00:00" if not left else f"ETA {_clock(left / rate)}" if rate > 0 else "ETA ?"
-        return (f"bowrt encode: {done}, {rate:.1f} texts/s, {eta}, elapsed {_clock(elapsed)}"
+        return (f"{self.label}: {done}, {rate:.1f} texts/s, {eta}, elapsed {_clock(elapsed)}"
                 + (f", {reused} reused" if reused else ""))
 
     def _draw(self, final: bool = False) -> None:

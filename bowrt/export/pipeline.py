@@ -35,7 +35,7 @@ from bowrt.bundle import (
     write_bundle,
 )
 from bowrt.errors import ExportError, ExportOptionError, ExportOutputExistsError, ParityGateError
-from bowrt.export import fp16, int8, optimize, parity, probes, source, to_onnx
+from bowrt.export import eval_gate, fp16, int8, optimize, parity, probes, source, to_onnx
 from bowrt.export.int8 import isa
 from bowrt.export.parity import Probe
 from bowrt.runtime import host
@@ -313,6 +313,8 @@ def export_model(
     gates: list[str] | dict[str, dict[str, float]] | None = None,
     int8_method: str = "smoothquant",
     int8_static_tolerance: float = int8.STATIC_TOLERANCE,
+    eval_data: str | Path | None = None,
+    eval_max_drop: float = eval_gate.DEFAULT_MAX_DROP,
     log: Log = _stderr,
 ) -> dict[str, Manifest]:
     """Export ``model`` into ``out/<variant>/`` bundles; returns their manifests.
@@ -323,12 +325,14 @@ def export_model(
     per-token one; 1.0, the default, only where that costs no accuracy).
 
     Every variant is checked against PyTorch on the built-in probe set; one
-    that fails its gate raises :class:`ParityGateError` and writes nothing. Bad options
+    that fails its gate raises :class:`ParityGateError` and writes nothing. ``eval_data`` and
+    ``eval_max_drop``: the retrieval gate on a labelled set (:mod:`bowrt.export.eval_gate`). Bad options
     raise :class:`~bowrt.errors.ExportOptionError` subclasses before anything is loaded.
     """
     variants = parse_variants(variants)
     settings = int8.Int8Settings(method=int8_method, static_tolerance=int8_static_tolerance)
     gate_table = gates if isinstance(gates, dict) else parity.parse_gates(gates)
+    eval_gate.check_options(variants, eval_data, eval_max_drop)
     out = Path(out)
     if out.exists() and not force:
         raise ExportOutputExistsError(f"{str(out)!r} already exists; pass --force (force=True) to replace it")
@@ -351,6 +355,21 @@ def export_model(
         job = _Job(src=src, tokenizer=tokenizer, rules=rules, work=work, fused=fused, gates=gate_table,
                    int8_settings=settings, log=log)
         built = {variant: _build_variant(variant, job, probe) for variant in variants}
+        verdict = _retrieval_gate(built, job, probe, counts, out, eval_data, eval_max_drop)
         manifests = _write_bundles(out, built, job, probe=probe, counts=counts, force=force)
     log(f"done in {time.perf_counter() - t0:.1f} s")
+    eval_gate.raise_if_refused(verdict)
     return manifests
+
+
+def _retrieval_gate(built: dict[str, _Built], job: _Job, probe: Probe, counts: dict[str, int], out: Path,
+                    eval_data: str | Path | None, max_drop: float) -> dict[str, Any] | None:
+    """``--eval``: the verdict of :mod:`bowrt.export.eval_gate`, on staged copies of the bundles so that
+    a refused int8 never reaches the output folder (it is taken out of ``built``)."""
+    if eval_data is None:
+        return None
+    _write_bundles(job.work / "staged", built, job, probe=probe, counts=counts, force=True)
+    verdict = eval_gate.run(job.work / "staged", eval_data, out / "eval", max_drop, job.log)
+    if not verdict["passed"]:
+        built.pop("int8")
+    return verdict
