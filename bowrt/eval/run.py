@@ -131,10 +131,15 @@ def score(evalset: eval_data.EvalSet, rows: np.ndarray, texts: dict[int, list[st
     return metrics.dpr_per_query(_hits(evalset, rows, texts), ks or metrics.DPR_KS)
 
 
-def curve(evalset: eval_data.EvalSet, rows: np.ndarray, texts: dict[int, list[str]] | None) -> list[float]:
-    """Recall@k (BEIR) or top-k accuracy (DPR) for k = 1 .. depth: the plot's curve."""
-    per = score(evalset, rows, texts, tuple(range(1, rows.shape[1] + 1)))
-    return [float(v.mean()) for name, v in per.items() if name.startswith(("recall@", "top"))]
+def score_all(evalset: eval_data.EvalSet, rows: np.ndarray, texts: dict[int, list[str]] | None) -> tuple[dict[str, np.ndarray], list[float]]:
+    """(the reported per-query metrics, the curve): one pass over the ranking at every k = 1 .. depth gives
+    both, Recall@k (BEIR) or top-k accuracy (DPR) for the plot, and the reported cutoffs among them."""
+    depth = max(rows.shape[1], *metrics.RECALL_KS, *metrics.DPR_KS)  # a corpus smaller than 100 still has every k
+    per = score(evalset, rows, texts, tuple(range(1, depth + 1)))
+    at_k = [name for name in per if name.startswith(("recall@", "top"))]
+    reported = {f"recall@{k}" for k in metrics.RECALL_KS} | {f"top{k}" for k in metrics.DPR_KS} | {"mrr@10", "ndcg@10"}
+    order = [f"recall@{k}" for k in metrics.RECALL_KS] + ["mrr@10", "ndcg@10"] + [f"top{k}" for k in metrics.DPR_KS]
+    return {m: per[m] for m in order if m in per and m in reported}, [float(per[m].mean()) for m in at_k]
 
 
 def _one_bundle(bundle: Any, name: str, evalset: eval_data.EvalSet, out: Path, settings: EvalSettings,
@@ -202,9 +207,8 @@ def evaluate(bundles: Sequence[Any], data: str | Path, out: str | Path, settings
     if evalset.layout == "dpr":
         texts = passage_tokens(evalset.corpus, {int(x) for r in runs.values() for x in r["rows"].ravel()})
     for r in runs.values():
-        r["per_query"] = score(evalset, r["rows"], texts)
+        r["per_query"], r["curve"] = score_all(evalset, r["rows"], texts)
         r["metrics"] = metrics.means(r["per_query"])
-        r["curve"] = curve(evalset, r["rows"], texts)
     comparisons = compare(evalset, runs, settings.bootstrap)
     for r in runs.values():  # per query, in the order of set.query_ids: for the user's own statistics
         r["per_query"] = {m: [round(float(x), 6) for x in v] for m, v in r["per_query"].items()}
