@@ -32,9 +32,14 @@ from bowrt.errors import (
 FORMAT = "bowrt-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# The Ed25519 signatures of manifest.json's exact bytes (bowrt/signing.py). It is outside the
+# manifest (which it signs), so verify_bundle, which checks only the files listed, ignores it.
+SIGNATURE_FILE = "manifest.sig"
 MODEL_FILE = "model.onnx"
 # An int8 bundle's second graph: the same integers with u8 weights, for CPUs whose
-# u8 x s8 kernel saturates (bowrt/export/int8/isa.py); the runtime picks at load.
+# u8 x s8 kernel saturates (bowrt/export/int8/isa.py); the runtime picks at load. Since
+# bowrt 0.4 it is derived in memory from model.onnx (``quantization.derived``,
+# runtime/twin.py); bundles from before ship it as a file of this name.
 U8_MODEL_FILE = "model.u8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -180,32 +185,42 @@ def file_entry(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
-    """Parse ``manifest.json`` without checking the other files."""
+def read_manifest_bytes(folder: str | os.PathLike[str]) -> bytes:
+    """The bytes of ``manifest.json`` (what a signature covers: bowrt/signing.py)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BundleMissingFileError(f"bundle folder {str(folder)!r} does not exist or is not a folder")
     path = folder / MANIFEST
     if not path.is_file():
         raise BundleMissingFileError(f"{str(path)!r} is missing: {str(folder)!r} is not a bowrt bundle")
+    return path.read_bytes()
+
+
+def read_manifest(folder: str | os.PathLike[str], data: bytes | None = None) -> Manifest:
+    """Parse ``manifest.json`` without checking the other files; ``data``: its bytes, read already
+    (``signing.check_signature`` passes those it verified, so that no second read can differ)."""
+    raw = read_manifest_bytes(folder) if data is None else data
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        parsed = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleFormatError(f"{str(path)!r} is not valid JSON: {e}") from e
-    return Manifest.from_json(data)
+        raise BundleFormatError(f"{str(Path(folder) / MANIFEST)!r} is not valid JSON: {e}") from e
+    return Manifest.from_json(parsed)
 
 
-def verify_bundle(folder: str | os.PathLike[str]) -> Manifest:
+def verify_bundle(folder: str | os.PathLike[str], manifest_bytes: bytes | None = None) -> Manifest:
     """Check the manifest and the size and sha256 of every file it lists.
 
     Returns the manifest when the bundle is sound; raises a :class:`BundleError`
-    subclass naming the first problem otherwise.
+    subclass naming the first problem otherwise. ``manifest_bytes``: parse these
+    instead of reading ``manifest.json`` (the bytes a signature check verified).
+    Files the manifest does not list (``manifest.sig``) are not looked at.
     """
     folder = Path(folder)
-    m = read_manifest(folder)
+    m = read_manifest(folder, manifest_bytes)
     for required in (MODEL_FILE, TOKENIZER_FILE):
         if required not in m.files:
             raise BundleFormatError(f"manifest.json lists no checksum for {required}")
+    _check_graphs(m)
     for name, entry in m.files.items():
         if Path(name).name != name:
             raise BundleFormatError(f"manifest.json names a file outside the bundle: {name!r}")
@@ -221,6 +236,17 @@ def verify_bundle(folder: str | os.PathLike[str]) -> Manifest:
         if sha256_file(path) != entry.get("sha256"):
             raise BundleChecksumError(f"bundle file {name!r} does not match its sha256 in manifest.json: it was changed after export")
     return m
+
+
+def _check_graphs(m: Manifest) -> None:
+    """Every graph an int8 manifest lists is a file of the bundle or derived from one."""
+    q = m.quantization or {}
+    derived = q.get("derived") or {}
+    for name in q.get("graphs") or {}:
+        source = derived.get(name, {}).get("from") if isinstance(derived.get(name), dict) else None
+        if name not in m.files and source not in m.files:
+            raise BundleFormatError(f"manifest.json lists graph {name!r}, which is neither a file of the bundle "
+                                    "nor derived from one")
 
 
 def write_bundle(out: str | os.PathLike[str], manifest: Manifest, files: dict[str, Path], *, force: bool = False) -> Manifest:

@@ -11,6 +11,7 @@ qemu is installed (.ci/run installs it), on an emulated AVX2-only CPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shutil
@@ -33,10 +34,10 @@ from bowrt.bundle import (
     U8_MODEL_FILE,
     read_manifest,
 )
-from bowrt.errors import HostUnsupportedError, NumericsError
+from bowrt.errors import BundleChecksumError, BundleFormatError, HostUnsupportedError, NumericsError
 from bowrt.export.int8 import isa as int8_isa
 from bowrt.export.probes import load_text_set
-from bowrt.runtime import host
+from bowrt.runtime import host, twin
 from bowrt.runtime.session import Session
 
 HERE = Path(__file__).parent
@@ -45,9 +46,10 @@ needs_qemu = pytest.mark.skipif(QEMU is None or platform.machine() != "x86_64",
                                 reason="needs qemu-user on x86_64 (apt-get install qemu-user-static)")
 
 
-def gemm_weights(path: Path) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-    """(node, weight, weight zero point) of every integer GEMM with constant weights."""
-    model = onnx.load(str(path))
+def gemm_weights(graph: Path | bytes) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """(node, weight, weight zero point) of every integer GEMM with constant weights of a graph
+    (a file, or the serialized bytes of one, as the runtime derives the twin)."""
+    model = onnx.load_from_string(graph) if isinstance(graph, bytes) else onnx.load(str(graph))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     out = []
     for node in model.graph.node:
@@ -90,11 +92,12 @@ def test_every_graph_is_exact_where_its_manifest_says(which, tiny_bundles, minil
     graph called exact on int32 ISAs only must really break it somewhere (the claim is not
     merely cautious). The u8 twin must hold the very integers of the u8 x s8 graph."""
     bundle = (tiny_bundles if which == "tiny" else minilm_bundles)["int8"]
-    graphs = read_manifest(bundle).quantization["graphs"]
+    m = read_manifest(bundle)
+    graphs = m.quantization["graphs"]
     assert set(graphs) == {MODEL_FILE, U8_MODEL_FILE}
     assert graphs[MODEL_FILE] == list(INT32_ISAS) and graphs[U8_MODEL_FILE] == list(INT8_ISAS)
     s8 = gemm_weights(bundle / MODEL_FILE)
-    u8 = gemm_weights(bundle / U8_MODEL_FILE)
+    u8 = gemm_weights(twin.graph_source(bundle, m, U8_MODEL_FILE))  # derived at load, not shipped
     assert len(s8) == len(u8) > 0
     worst = 0
     for (name, w, zp), (_, w2, zp2) in zip(s8, u8):
@@ -127,8 +130,10 @@ def test_a_pair_safe_graph_is_called_exact_everywhere():
     full = model(rng.integers(-127, 128, (32, 8), dtype=np.int8))
     isas, bad = int8_isa.exact_isas(full)
     assert isas == list(INT32_ISAS) and bad > 0
-    assert int8_isa.to_u8_weights(full) == 1
-    assert int8_isa.exact_isas(full) == (list(INT8_ISAS), 0)
+    derived = onnx.load_from_string(twin.derive_u8(full.SerializeToString()))
+    assert int8_isa.exact_isas(derived) == (list(INT8_ISAS), 0)
+    (_, w, _), (_, u8, zp) = gemm_weights(full.SerializeToString())[0], gemm_weights(derived.SerializeToString())[0]
+    np.testing.assert_array_equal(u8.astype(np.int32) - zp.astype(np.int32), w.astype(np.int32))
 
 
 # --- the host's own kernels -----------------------------------------------------------------
@@ -162,8 +167,9 @@ def test_the_graph_picked_here_is_exact_on_adversarial_inputs(which, tiny_bundle
     inputs that push a saturating kernel hardest (all 255, alternating extremes, a column's
     worst case), through the matrix and the matrix-vector kernels."""
     bundle = (tiny_bundles if which == "tiny" else minilm_bundles)["int8"]
-    chosen = host.select_graph(read_manifest(bundle))
-    for name, w, zp in gemm_weights(bundle / chosen)[:4]:
+    m = read_manifest(bundle)
+    chosen = host.select_graph(m)
+    for name, w, zp in gemm_weights(twin.graph_source(bundle, m, chosen))[:4]:
         got = exactness(w, None if zp is None else int(np.unique(zp)[0]))
         assert all(got.values()), (name, [k for k, ok in got.items() if not ok])
 
@@ -188,7 +194,8 @@ def _emulated(*args: str, timeout: int = 600) -> dict:
 @needs_qemu
 def test_on_an_emulated_avx2_cpu_the_twin_is_exact_and_the_s8_graph_is_not(minilm_bundles, tmp_path):
     bundle = minilm_bundles["int8"]
-    (_, s8, _), (_, u8, _) = gemm_weights(bundle / MODEL_FILE)[0], gemm_weights(bundle / U8_MODEL_FILE)[0]
+    derived = twin.graph_source(bundle, read_manifest(bundle), U8_MODEL_FILE)
+    (_, s8, _), (_, u8, _) = gemm_weights(bundle / MODEL_FILE)[0], gemm_weights(derived)[0]
     np.savez(tmp_path / "w.npz", s8=s8, u8=u8)
     got = _emulated(str(HERE / "int8_kernels.py"), str(tmp_path / "w.npz"))
     assert got["kernel_exact"] is False  # the emulated CPU really saturates, as the runtime measures it
@@ -213,10 +220,19 @@ def _legacy_copy(bundle: Path, dst: Path) -> Path:
     """The bundle as bowrt < 0.2 wrote it: one u8 x s8 graph, no per-graph ISA list."""
     shutil.copytree(bundle, dst)
     data = json.loads((dst / MANIFEST).read_text())
-    for key in ("graphs", "exact_isas"):
+    for key in ("graphs", "exact_isas", "derived"):
         data["quantization"].pop(key, None)
-    data["files"].pop(U8_MODEL_FILE)
-    (dst / U8_MODEL_FILE).unlink()
+    (dst / MANIFEST).write_text(json.dumps(data))
+    return dst
+
+
+def _twin_file_copy(bundle: Path, dst: Path) -> Path:
+    """The bundle as bowrt 0.2-0.3 wrote it: the u8 twin shipped as a second file."""
+    shutil.copytree(bundle, dst)
+    data = json.loads((dst / MANIFEST).read_text())
+    spec = data["quantization"].pop("derived")[U8_MODEL_FILE]
+    (dst / U8_MODEL_FILE).write_bytes(twin.graph_source(bundle, read_manifest(bundle), U8_MODEL_FILE))
+    data["files"][U8_MODEL_FILE] = {"sha256": spec["sha256"], "bytes": spec["bytes"]}
     (dst / MANIFEST).write_text(json.dumps(data))
     return dst
 
@@ -295,4 +311,56 @@ def test_triton_gets_the_graph_that_is_exact_on_any_server(tiny_bundles, tmp_pat
 
     m = read_manifest(tiny_bundles["int8"])
     model_dir = export_triton(tiny_bundles["int8"], tmp_path / "repo")
-    assert sha256_file(model_dir / "1" / MODEL_FILE) == m.files[U8_MODEL_FILE]["sha256"]
+    assert sha256_file(model_dir / "1" / MODEL_FILE) == m.quantization["derived"][U8_MODEL_FILE]["sha256"]
+    old = export_triton(_twin_file_copy(tiny_bundles["int8"], tmp_path / "v03"), tmp_path / "repo2")
+    assert sha256_file(old / "1" / MODEL_FILE) == sha256_file(model_dir / "1" / MODEL_FILE)
+
+
+# --- one copy of the weights: the twin derived at load (issue 27) ----------------------------
+def test_an_int8_bundle_ships_one_graph_and_names_its_derived_twin(minilm_bundles):
+    m = read_manifest(minilm_bundles["int8"])
+    assert U8_MODEL_FILE not in m.files and not (minilm_bundles["int8"] / U8_MODEL_FILE).exists()
+    spec = m.quantization["derived"][U8_MODEL_FILE]
+    assert spec["from"] == MODEL_FILE and spec["transform"] == twin.U8_TRANSFORM
+    data = twin.graph_source(minilm_bundles["int8"], m, U8_MODEL_FILE)
+    assert len(data) == spec["bytes"] and hashlib.sha256(data).hexdigest() == spec["sha256"]
+    onnx.checker.check_model(onnx.load_from_string(data))
+
+
+def test_the_derived_twin_holds_the_same_integers_as_the_onnx_rewrite(minilm_bundles):
+    """derive_u8 edits protobuf bytes with the standard library; the same rewrite done with the
+    onnx package (flip each int8 weight to uint8 w + 128, zero point 128) gives the same integers."""
+    m = onnx.load(str(minilm_bundles["int8"] / MODEL_FILE))
+    derived = twin.derive_u8(m.SerializeToString())
+    got = {name: (w, zp) for name, w, zp in gemm_weights(derived)}
+    for name, w, zp in gemm_weights(minilm_bundles["int8"] / MODEL_FILE):
+        u8, u8_zp = got[name]
+        assert u8.dtype == np.uint8 and u8_zp.dtype == np.uint8
+        np.testing.assert_array_equal(u8, (w.astype(np.int16) + 128).astype(np.uint8))
+        np.testing.assert_array_equal(u8_zp.astype(np.int16) - 128, np.zeros_like(u8_zp, np.int16) if zp is None else zp)
+    d = onnx.load_from_string(derived)
+    assert [n.op_type for n in d.graph.node] == [n.op_type for n in m.graph.node]
+    assert {i.name for i in d.graph.initializer} >= {i.name for i in m.graph.initializer}  # no weight lost
+
+
+def test_a_derived_twin_that_differs_from_the_manifest_is_refused(tiny_bundles, tmp_path, monkeypatch):
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundles["int8"], copy)
+    data = json.loads((copy / MANIFEST).read_text())
+    data["quantization"]["derived"][U8_MODEL_FILE]["sha256"] = "0" * 64
+    (copy / MANIFEST).write_text(json.dumps(data))
+    monkeypatch.setattr(host, "int8_kernel_exact", lambda: False)  # as on an AVX2 host: the twin runs
+    with pytest.raises(BundleChecksumError, match="derived here from 'model.onnx'"):
+        Encoder(copy)
+    data["quantization"]["derived"][U8_MODEL_FILE]["transform"] = "u8-weights/99"
+    (copy / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(BundleFormatError, match="upgrade bowrt"):
+        Encoder(copy)
+
+
+def test_a_bundle_that_ships_its_twin_as_a_file_still_loads(tiny_bundles, tmp_path, monkeypatch):
+    old = _twin_file_copy(tiny_bundles["int8"], tmp_path / "v03")
+    monkeypatch.setattr(host, "int8_kernel_exact", lambda: False)
+    a, b = Encoder(old), Encoder(tiny_bundles["int8"])
+    assert a.graph_file == b.graph_file == U8_MODEL_FILE
+    np.testing.assert_array_equal(a.encode_queries(["who wrote hamlet?"]), b.encode_queries(["who wrote hamlet?"]))

@@ -139,11 +139,11 @@ def _slice_tail(graph: Any) -> int:
         stack.extend(producer[i] for i in node.input if i in producer)
     if not fixed:
         return 0
-    tail: dict[int, Any] = {}
+    tail: dict[int, Any] = {}  # a ConstantOfShape (int8 zero points, [B, S, 1]) stays outside: it enters sliced
     stack = [producer[gather.input[0]]] if gather.input[0] in producer else []
     while stack:
         node = stack.pop()
-        if id(node) in tail or id(node) in fixed or node.op_type == "Constant":
+        if id(node) in tail or id(node) in fixed or node.op_type in ("Constant", "ConstantOfShape"):
             continue
         if not _row_wise(node, consts):
             return 0

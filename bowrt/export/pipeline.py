@@ -7,6 +7,7 @@ PyTorch on the probe set (parity.py) -> gates -> atomic bundle write (bundle.py)
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import sys
 import tempfile
@@ -36,9 +37,9 @@ from bowrt.bundle import (
 )
 from bowrt.errors import ExportError, ExportOptionError, ExportOutputExistsError, ParityGateError
 from bowrt.export import eval_gate, fp16, int8, optimize, parity, probes, source, to_onnx
-from bowrt.export.int8 import isa
+from bowrt.export.int8 import embeddings, isa
 from bowrt.export.parity import Probe
-from bowrt.runtime import host
+from bowrt.runtime import host, twin
 
 Log = Callable[[str], None]
 
@@ -135,42 +136,59 @@ def _int8(job: _Job) -> tuple[Path, dict[str, Any] | None]:
     if job.int8_settings.method == "dynamic":
         info = int8.quantize_dynamic_int8(job.fused, path)
         optimize.split_skip_layer_norms(path, path)
-        return path, info
-    texts = probes.load_text_set("calibration")
-    q_ids, p_ids = probes.tokenized(job.tokenizer, texts, job.rules)
-    cal = int8.CalibrationSet(texts=texts, q_ids=q_ids, p_ids=p_ids,
-                              ref_q=_ref_vectors(job.src, q_ids), ref_p=_ref_vectors(job.src, p_ids))
-    return path, int8.search_int8(job.fused, path, calibration=cal, gates=job.gates["int8"], settings=job.int8_settings, log=job.log)
+        tables = embeddings.quantize_embeddings(path, path) if job.int8_settings.embeddings == "int8" else None
+    else:
+        # The search starts from the graph with int8 embeddings: its calibration, GPTQ and
+        # node search see every rounding the bundle ships.
+        start = job.work / "model.fp32.int8-embeddings.onnx"
+        tables = embeddings.quantize_embeddings(job.fused, start) if job.int8_settings.embeddings == "int8" else None
+        texts = probes.load_text_set("calibration")
+        q_ids, p_ids = probes.tokenized(job.tokenizer, texts, job.rules)
+        cal = int8.CalibrationSet(texts=texts, q_ids=q_ids, p_ids=p_ids,
+                                  ref_q=_ref_vectors(job.src, q_ids), ref_p=_ref_vectors(job.src, p_ids))
+        info = int8.search_int8(start if tables else job.fused, path, calibration=cal, gates=job.gates["int8"],
+                                settings=job.int8_settings, log=job.log)
+    if job.int8_settings.embeddings == "int8":
+        job.log("  word embeddings: " + ("int8, one scale per row" if tables else
+                                         "kept fp32 (the graph has no embedding op this export can replace)"))
+    return path, {**(info or {}), "embeddings": tables or {"word_embeddings": "fp32"}}
 
 
-def _int8_graphs(path: Path, work: Path, info: dict[str, Any], probe: Probe) -> tuple[dict[str, Any], dict[str, Path]]:
-    """The shipped int8 graph(s): the u8 x s8 graph, plus its u8 x u8 twin when some
-    weight pairs could saturate a non-VNNI kernel; the manifest says which ISAs each is
-    exact on, and the runtime picks at load. On an int32 host the twin's vectors are
-    checked against the graph's (the same integers: they must agree to float rounding)."""
+def _int8_graphs(path: Path, work: Path, info: dict[str, Any], probe: Probe) -> tuple[dict[str, Any], dict[str, Path], Path]:
+    """The int8 graph and, when some weight pairs could saturate a non-VNNI kernel, its
+    u8 x u8 twin: not shipped, but named in the manifest (``derived``, with the sha256 of
+    its bytes) for the runtime to derive at load (runtime/twin.py). The manifest says which
+    ISAs each is exact on. On an int32 host the twin's vectors are checked against the
+    graph's (the same integers: they must agree to float rounding). Returns the quantization
+    record, the files to ship, and the graph whose figures the bundle reports (the twin
+    where this host's kernel saturates)."""
     import onnx
 
-    model = onnx.load(str(path))
-    isas, overflows = isa.exact_isas(model)
-    files = {MODEL_FILE: path}
-    graphs = {MODEL_FILE: isas}
-    twin_diff = None
+    isas, overflows = isa.exact_isas(onnx.load(str(path)))
+    graphs, derived = {MODEL_FILE: isas}, {}
+    measured, twin_diff = path, None
     if overflows:
-        twin = work / U8_MODEL_FILE
-        isa.to_u8_weights(model)
-        onnx.save(model, str(twin))
-        files[U8_MODEL_FILE] = twin
-        graphs[U8_MODEL_FILE] = isa.exact_isas(model)[0]
+        data = twin.derive_u8(path.read_bytes())
+        twin_isas, left = isa.exact_isas(onnx.load_from_string(data))
+        if left:
+            raise ExportError(f"the u8 x u8 twin still has {left} weight pairs that can saturate: it should have none")
+        twin_path = work / U8_MODEL_FILE
+        twin_path.write_bytes(data)
+        graphs[U8_MODEL_FILE] = twin_isas
+        derived[U8_MODEL_FILE] = {"from": MODEL_FILE, "transform": twin.U8_TRANSFORM,
+                                  "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         if host.int8_kernel_exact():
             a = probes.encode_ids(probes.ort_runner(str(path)), probe.p_ids)
-            b = probes.encode_ids(probes.ort_runner(str(twin)), probe.p_ids)
+            b = probes.encode_ids(probes.ort_runner(str(twin_path)), probe.p_ids)
             twin_diff = float(np.abs(a - b).max() / max(float(np.abs(a).max()), 1e-30))
             if twin_diff > TWIN_TOLERANCE:
                 raise ExportError(f"the u8 x u8 twin of the int8 graph differs from it by {twin_diff:.2e} of the "
                                   f"largest output (> {TWIN_TOLERANCE}): it should compute the same integers")
+        else:
+            measured = twin_path
     exact = sorted({i for v in graphs.values() for i in v}, key=list(INT8_ISAS).index)
-    return {**info, "exact_isas": exact, "graphs": graphs, "pair_overflows": overflows,
-            "twin_max_abs_diff_rel": twin_diff}, files
+    return {**info, "exact_isas": exact, "graphs": graphs, "derived": derived, "pair_overflows": overflows,
+            "twin_max_abs_diff_rel": twin_diff}, {MODEL_FILE: path}, measured
 
 
 # The twin computes the same int32 sums; only float kernels (ORT may order a reduction
@@ -185,7 +203,7 @@ class _Variant:
 
     build: Callable[[_Job], tuple[Path, dict[str, Any] | None]]
     rewrites: tuple[str, ...]
-    graphs: Callable[[Path, Path, dict[str, Any], Probe], tuple[dict[str, Any], dict[str, Path]]] | None = None
+    graphs: Callable[[Path, Path, dict[str, Any], Probe], tuple[dict[str, Any], dict[str, Path], Path]] | None = None
 
 
 VARIANT_STEPS: dict[str, _Variant] = {
@@ -215,11 +233,10 @@ def _build_variant(variant: str, job: _Job, probe: Probe) -> _Built:
     rewrites = list(step.rewrites)
     if job.src.pooling == "cls" and optimize.cls_tail(path, path):
         rewrites.append(CLS_TAIL_REWRITE)
-    files = {MODEL_FILE: path}
+    files, measured = {MODEL_FILE: path}, path
     if step.graphs is not None:
-        info, files = step.graphs(path, job.work, info, probe)
-    # Measure the integers the bundle stands for: on a host whose kernel saturates, its twin.
-    measured = path if host.int8_kernel_exact() else files.get(U8_MODEL_FILE, path)
+        # Measure the integers the bundle stands for: on a host whose kernel saturates, its twin.
+        info, files, measured = step.graphs(path, job.work, info, probe)
     gate = job.gates[variant]
     metrics = probe.measure(measured)
     checks = probe.numerics(measured, variant, gate, job.work / f"{variant}.{NUMERICS_FILE}")
@@ -313,16 +330,16 @@ def export_model(
     gates: list[str] | dict[str, dict[str, float]] | None = None,
     int8_method: str = "smoothquant",
     int8_static_tolerance: float = int8.STATIC_TOLERANCE,
+    int8_embeddings: str = "int8",
     eval_data: str | Path | None = None,
     eval_max_drop: float = eval_gate.DEFAULT_MAX_DROP,
     log: Log = _stderr,
 ) -> dict[str, Manifest]:
     """Export ``model`` into ``out/<variant>/`` bundles; returns their manifests.
 
-    ``int8_method`` and ``int8_static_tolerance``: see :class:`bowrt.export.int8.Int8Settings`
-    (a smoothquant node gets one calibrated activation scale, faster, instead of per-token
-    scales when its simulated error is at most ``int8_static_tolerance`` times the
-    per-token one; 1.0, the default, only where that costs no accuracy).
+    ``int8_method``, ``int8_static_tolerance`` and ``int8_embeddings``: see
+    :class:`bowrt.export.int8.Int8Settings` (static activation scales where they cost no
+    accuracy; the word embeddings as int8 per row, :mod:`bowrt.export.int8.embeddings`).
 
     Every variant is checked against PyTorch on the built-in probe set; one
     that fails its gate raises :class:`ParityGateError` and writes nothing. ``eval_data`` and
@@ -330,7 +347,7 @@ def export_model(
     raise :class:`~bowrt.errors.ExportOptionError` subclasses before anything is loaded.
     """
     variants = parse_variants(variants)
-    settings = int8.Int8Settings(method=int8_method, static_tolerance=int8_static_tolerance)
+    settings = int8.Int8Settings(method=int8_method, static_tolerance=int8_static_tolerance, embeddings=int8_embeddings)
     gate_table = gates if isinstance(gates, dict) else parity.parse_gates(gates)
     eval_gate.check_options(variants, eval_data, eval_max_drop)
     out = Path(out)

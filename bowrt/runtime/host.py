@@ -25,6 +25,7 @@ from typing import Any
 
 from bowrt.bundle import INT8_ISAS, INT32_ISAS, MODEL_FILE, Manifest
 from bowrt.errors import HostUnsupportedError
+from bowrt.protobuf import field as _field
 
 # The flags that decide the int8 kernel (and a few that decide the float ones).
 REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
@@ -90,21 +91,6 @@ def int8_kernel_exact() -> bool:
         if not np.array_equal(got, a.astype(np.int64) @ w.astype(np.int64)):
             return False
     return True
-
-
-def _field(number: int, payload: bytes | int) -> bytes:
-    """One protobuf field: varint (int) or length-delimited (bytes)."""
-    def varint(v: int) -> bytes:
-        out = bytearray()
-        while True:
-            out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
-            v >>= 7
-            if not v:
-                return bytes(out)
-
-    if isinstance(payload, int):
-        return varint(number << 3) + varint(payload)
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def matmul_integer_model() -> bytes:

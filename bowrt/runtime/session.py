@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from bowrt.bundle import MODEL_FILE, Manifest
 from bowrt.errors import BundleFormatError, ProviderUnavailableError
+from bowrt.runtime import twin
 from bowrt.runtime.providers import CPU, GPU_PROVIDERS, SHORT, TENSORRT
 
 # The graph inputs the runtime knows how to feed.
@@ -131,8 +132,10 @@ class Session:
         for name, opts in providers:
             if name == TENSORRT:
                 Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        # A file of the bundle, or a graph derived from one in memory (an int8 bundle's u8 twin).
+        model = twin.graph_source(bundle_dir, manifest, model_file)
         try:
-            self.session = ort_session(bundle_dir / model_file, threads=threads, providers=providers,
+            self.session = ort_session(model, threads=threads, providers=providers,
                                        manifest=manifest, cpu_mem_arena=cpu_mem_arena)
         except Exception as e:  # ORT raises its own pybind exception types
             raise BundleFormatError(

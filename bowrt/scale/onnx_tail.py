@@ -18,9 +18,11 @@ included, is copied through as it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from bowrt.errors import BundleFormatError
+from bowrt.protobuf import LEN as _LEN
+from bowrt.protobuf import field as _field
+from bowrt.protobuf import fields as _fields
+from bowrt.protobuf import varint as _varint
 
 # Field numbers from onnx/onnx.proto.
 _MODEL_GRAPH = 7
@@ -28,57 +30,7 @@ _GRAPH_NODE, _GRAPH_VALUE_INFO = 1, 13
 _NODE_INPUT, _NODE_OUTPUT, _NODE_NAME, _NODE_OP_TYPE, _NODE_ATTRIBUTE = 1, 2, 3, 4, 5
 _VALUE_INFO_NAME = 1
 _ATTR_NAME, _ATTR_I, _ATTR_TYPE, _ATTR_INT = 1, 3, 20, 2
-_LEN = 2  # wire type: length-delimited
 TAIL_NODE = "bowrt_l2_normalize"
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise BundleFormatError("the ONNX graph is truncated (a varint runs past the end)")
-        byte = buf[pos]
-        value |= (byte & 0x7F) << shift
-        pos, shift = pos + 1, shift + 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _fields(buf: memoryview) -> Iterator[tuple[int, int, memoryview, memoryview]]:
-    """(field number, wire type, the whole record, its payload) for each field of one message."""
-    pos = 0
-    while pos < len(buf):
-        start = pos
-        key, pos = _read_varint(buf, pos)
-        wire = key & 7
-        if wire == 0:
-            _, end = _read_varint(buf, pos)
-        elif wire == 1:
-            end = pos + 8
-        elif wire == 5:
-            end = pos + 4
-        elif wire == _LEN:
-            size, pos = _read_varint(buf, pos)
-            end = pos + size
-        else:
-            raise BundleFormatError(f"the ONNX graph uses protobuf wire type {wire}, which no ONNX field has")
-        if end > len(buf):
-            raise BundleFormatError("the ONNX graph is truncated (a field runs past the end)")
-        yield key >> 3, wire, buf[start:end], buf[pos:end]
-        pos = end
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | _LEN) + _varint(len(payload)) + payload
 
 
 def _rename(message: memoryview, fields: tuple[int, ...], old: bytes, new: bytes) -> tuple[bytes, bool]:

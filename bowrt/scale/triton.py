@@ -116,15 +116,22 @@ def portable_graph(m: Manifest) -> str:
     return next((f for f, isas in table.items() if set(isas) >= set(INT8_ISAS)), MODEL_FILE)
 
 
-def _write_graph(src: Path, dst: Path, m: Manifest) -> None:
-    """The bundle graph, with the normalization the runtime applies after it when the manifest asks."""
-    if not m.normalize:
+def _write_graph(bundle: Path, name: str, dst: Path, m: Manifest) -> None:
+    """The bundle graph ``name`` (a file of the bundle, or derived from one: runtime/twin.py),
+    with the normalization the runtime applies after it when the manifest asks."""
+    from bowrt.runtime.twin import graph_source
+
+    src = graph_source(bundle, m, name)
+    if not m.normalize and isinstance(src, Path):
         shutil.copyfile(src, dst)
         return
-    from bowrt.scale.onnx_tail import append_l2_normalize
+    data = src.read_bytes() if isinstance(src, Path) else src
+    if m.normalize:
+        from bowrt.scale.onnx_tail import append_l2_normalize
 
+        data = append_l2_normalize(data, m.output_name)
     with open(dst, "wb") as f:
-        f.write(append_l2_normalize(src.read_bytes(), m.output_name))
+        f.write(data)
 
 
 def export_triton(bundle: str | os.PathLike[str], out_repo: str | os.PathLike[str], name: str | None = None, *,
@@ -153,7 +160,7 @@ def export_triton(bundle: str | os.PathLike[str], out_repo: str | os.PathLike[st
     target = out_repo / name
     with atomic_folder(target, force=force) as tmp:
         (tmp / "1").mkdir()
-        _write_graph(bundle / portable_graph(m), tmp / "1" / MODEL_FILE, m)
+        _write_graph(bundle, portable_graph(m), tmp / "1" / MODEL_FILE, m)
         shutil.copyfile(bundle / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
         shutil.copyfile(bundle / MANIFEST, tmp / MANIFEST)
         (tmp / "config.pbtxt").write_text(config, encoding="utf-8")

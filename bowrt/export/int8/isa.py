@@ -17,7 +17,7 @@ for any weights, and so is every u8 x u8 kernel: x86 widens both operands to int
 multiplies with ``vpmaddwd`` into int32 (``ComputeBlockU8U8Avx2``).
 
 So an int8 graph whose weights break the bound (plain rounding breaks it in ~1 % of
-MiniLM's weight pairs) ships with a twin, :func:`to_u8_weights`: every int8 weight w
+MiniLM's weight pairs) ships with a twin (``bowrt/runtime/twin.py``, derived at load): every int8 weight w
 stored as the uint8 w + 128 with a zero point of 128. That is *the same integer
 arithmetic*, (a - z_a)(w + 128 - 128), so the two graphs give the same int32 sums and
 the same vectors; the runtime picks the u8 x s8 graph where ONNX Runtime's kernel
@@ -39,14 +39,12 @@ from typing import Any
 import numpy as np
 
 from bowrt.bundle import INT8_ISAS, INT32_ISAS
-from bowrt.runtime import host
+from bowrt.runtime import host, twin
 
 PAIR_LIMIT = 128  # the largest same-sign |w_k| + |w_{k+1}| whose products cannot saturate an int16
-INTEGER_GEMMS = ("MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
-# Where each of those takes its weight zero point (MatMulInteger: A, B, a_zp, b_zp;
-# MatMulIntegerToFloat: A, B, a_scale, b_scale, a_zp, b_zp, bias; DynamicQuantizeMatMul:
-# A, B, b_scale, b_zp, bias).
-B_ZERO_POINT = {"MatMulInteger": 3, "MatMulIntegerToFloat": 5, "DynamicQuantizeMatMul": 3}
+# The integer GEMMs and where each takes its weight zero point: runtime/twin.py, which derives the twin.
+INTEGER_GEMMS = tuple(op.decode() for op in twin.INTEGER_GEMMS)
+B_ZERO_POINT = {op.decode(): slot for op, slot in twin.B_ZERO_POINT.items()}
 
 
 def pair_violations(w_q: np.ndarray) -> int:
@@ -82,40 +80,6 @@ def exact_isas(model: Any) -> tuple[list[str], int]:
     return (list(INT32_ISAS) if bad else list(INT8_ISAS)), bad
 
 
-def to_u8_weights(model: Any) -> int:
-    """Rewrite ``model`` in place: every int8 GEMM weight w becomes the uint8 w + 128 with
-    weight zero point z + 128 (z: its int8 zero point, 0 when absent), the same integer
-    product, computed exactly by ONNX Runtime's u8 x u8 kernels on every ISA. Returns the
-    number of GEMMs rewritten."""
-    from onnx import numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    done: dict[str, str] = {}  # int8 name -> its uint8 twin (a weight shared by nodes is converted once)
-    nodes = _int8_weights(model)
-    for node, w in nodes:
-        if w.name not in done:
-            q = numpy_helper.to_array(w).astype(np.int16)
-            twin = numpy_helper.from_array((q + 128).astype(np.uint8), f"{w.name}/u8")
-            model.graph.initializer.append(twin)
-            done[w.name] = twin.name
-        slot = B_ZERO_POINT[node.op_type]
-        zp_name = node.input[slot] if len(node.input) > slot else ""
-        zp = numpy_helper.to_array(inits[zp_name]).astype(np.int16) if zp_name else np.zeros((), np.int16)
-        cols = numpy_helper.to_array(w).shape[-1]
-        zp_u8 = np.broadcast_to(zp, (cols,)) if zp.ndim == 0 and node.op_type == "MatMulIntegerToFloat" else zp
-        new_zp = numpy_helper.from_array((zp_u8 + 128).astype(np.uint8), f"{node.name or node.output[0]}/b_zp_u8")
-        model.graph.initializer.append(new_zp)
-        node.input[1] = done[w.name]
-        while len(node.input) <= slot:
-            node.input.append("")
-        node.input[slot] = new_zp.name
-    used = {i for n in model.graph.node for i in n.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    return len(nodes)
-
-
 def exact_graph(path: Path) -> Path:
     """The graph that computes ``path``'s integers exactly on this host: ``path`` itself,
     or, where ONNX Runtime's int8 kernel adds products in saturating int16 pairs and the
@@ -126,10 +90,8 @@ def exact_graph(path: Path) -> Path:
         return path
     import onnx
 
-    model = onnx.load(str(path))
-    if exact_isas(model)[1] == 0:
+    if exact_isas(onnx.load(str(path)))[1] == 0:
         return path
-    twin = path.with_name(path.stem + ".u8.onnx")
-    to_u8_weights(model)
-    onnx.save(model, str(twin))
-    return twin
+    out = path.with_name(path.stem + ".u8.onnx")
+    out.write_bytes(twin.derive_u8(path.read_bytes()))
+    return out

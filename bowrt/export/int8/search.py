@@ -17,6 +17,7 @@ from bowrt.errors import Int8SettingsError
 from bowrt.export import optimize, parity, probes
 from bowrt.export.int8.calibrate import CalibrationStats, Target, activation_stats, find_targets
 from bowrt.export.int8.choose import STATIC_TOLERANCE, choose_plan
+from bowrt.export.int8.embeddings import EMBEDDINGS
 from bowrt.export.int8.isa import exact_graph
 from bowrt.export.int8.rewrite import quantize_smooth
 
@@ -26,7 +27,8 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True, kw_only=True)
 class Int8Settings:
-    """How the int8 variant is built (``bowrt export --int8-method``, ``--int8-static-tolerance``).
+    """How the int8 variant is built (``bowrt export --int8-method``, ``--int8-static-tolerance``,
+    ``--int8-embeddings``).
 
     ``static_tolerance``: a smoothquant node gets one calibrated activation scale (faster)
     instead of per-token scales when its simulated error is at most this many times the
@@ -34,10 +36,14 @@ class Int8Settings:
 
     method: str = "smoothquant"
     static_tolerance: float = STATIC_TOLERANCE
+    # The word-embedding table: int8 with one scale per row (a quarter of the fp32 bytes), or fp32.
+    embeddings: str = "int8"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise Int8SettingsError(f"unknown int8 method {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.embeddings not in EMBEDDINGS:
+            raise Int8SettingsError(f"unknown int8 embeddings {self.embeddings!r}; valid: {', '.join(EMBEDDINGS)}")
         tolerance = self.static_tolerance
         if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
             raise Int8SettingsError(f"int8 static tolerance must be a number >= 0, got {tolerance!r}")

@@ -1,0 +1,206 @@
+"""The u8 x u8 twin of an int8 graph, derived in memory from the bundle's one graph.
+
+Where ONNX Runtime's u8 x s8 kernel adds products in saturating int16 pairs (AVX2,
+AVX-512 without VNNI: ``bowrt/export/int8/isa.py``), an int8 bundle runs the same
+integers as u8 x u8: every int8 GEMM weight w stored as the uint8 w + 128, with a weight
+zero point of z + 128. In two's complement, w + 128 as a byte is ``w XOR 0x80``, so the
+twin is the bundle graph with those initializers' bytes flipped and their type set to
+uint8, and one new zero-point initializer per GEMM. A bundle exported by bowrt >= 0.4
+ships one graph and names the twin in ``quantization.derived``: what it is derived
+from, the transform, and the sha256 of the bytes the export derived. :func:`graph_source`
+derives it here and refuses bytes that differ from that sha256. Bundles from before
+ship the twin as a file (``model.u8.onnx``) and keep loading from it.
+
+Standard library only, like the rest of the runtime's graph handling (bowrt/protobuf.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from bowrt.bundle import Manifest
+from bowrt.errors import BundleChecksumError, BundleFormatError
+from bowrt.protobuf import LEN, field, fields, varints
+
+# The transform's name in the manifest. Its bytes are part of the contract: a change to
+# what derive_u8 writes needs a new name (the sha256 in old manifests pins the old one).
+U8_TRANSFORM = "u8-weights/1"
+
+INTEGER_GEMMS = (b"MatMulInteger", b"MatMulIntegerToFloat", b"DynamicQuantizeMatMul")
+# Where each takes its weight zero point (MatMulInteger: A, B, a_zp, b_zp; MatMulIntegerToFloat:
+# A, B, a_scale, b_scale, a_zp, b_zp, bias; DynamicQuantizeMatMul: A, B, b_scale, b_zp, bias).
+B_ZERO_POINT = {b"MatMulInteger": 3, b"MatMulIntegerToFloat": 5, b"DynamicQuantizeMatMul": 3}
+# MatMulIntegerToFloat takes a per-column weight zero point when its weight scale is per column.
+PER_COLUMN_ZP = (b"MatMulIntegerToFloat",)
+
+# Field numbers from onnx/onnx.proto.
+_MODEL_GRAPH = 7
+_GRAPH_NODE, _GRAPH_INITIALIZER = 1, 5
+_NODE_INPUT, _NODE_OUTPUT, _NODE_NAME, _NODE_OP_TYPE = 1, 2, 3, 4
+_T_DIMS, _T_DATA_TYPE, _T_INT32_DATA, _T_NAME, _T_RAW, _T_LOCATION = 1, 2, 5, 8, 9, 14
+_UINT8, _INT8 = 2, 3
+_FLIP = bytes(b ^ 0x80 for b in range(256))
+
+
+def _tensor(payload: memoryview) -> dict[str, Any]:
+    """What derive_u8 needs of one TensorProto: name, type, dims, raw bytes."""
+    t: dict[str, Any] = {"dims": [], "raw": None, "int32": None, "external": False}
+    for number, _, _, value in fields(payload):
+        if number == _T_NAME:
+            t["name"] = bytes(value)
+        elif number == _T_DATA_TYPE:
+            t["type"] = varints(value)[0]
+        elif number == _T_DIMS:
+            t["dims"] += varints(value)  # packed or not
+        elif number == _T_RAW:
+            t["raw"] = value  # a view: the weights are not copied to be looked at
+        elif number == _T_INT32_DATA:
+            t["int32"] = (t["int32"] or []) + varints(value)
+        elif number == _T_LOCATION:
+            t["external"] = varints(value)[0] == 1
+    return t
+
+
+def _int8_bytes(t: dict[str, Any]) -> bytes:
+    """The tensor's int8 values as raw bytes (ONNX stores them raw, or as int32_data)."""
+    if t["external"]:
+        raise BundleFormatError(f"int8 weight {t['name'].decode()!r} is stored outside the graph file: "
+                                "the u8 twin can only be derived from weights inside it")
+    if t["raw"] is not None:
+        return bytes(t["raw"])
+    return bytes(v & 0xFF for v in t["int32"] or [])  # two's complement: the low byte
+
+
+def _u8_tensor(name: bytes, dims: list[int], data: bytes) -> bytes:
+    return (b"".join(field(_T_DIMS, d) for d in dims) + field(_T_DATA_TYPE, _UINT8)
+            + field(_T_NAME, name) + field(_T_RAW, data))
+
+
+def _node(payload: memoryview) -> dict[str, Any]:
+    n: dict[str, Any] = {"inputs": [], "outputs": [], "name": b"", "op": b""}
+    for number, _, _, value in fields(payload):
+        if number == _NODE_INPUT:
+            n["inputs"].append(bytes(value))
+        elif number == _NODE_OUTPUT:
+            n["outputs"].append(bytes(value))
+        elif number == _NODE_NAME:
+            n["name"] = bytes(value)
+        elif number == _NODE_OP_TYPE:
+            n["op"] = bytes(value)
+    return n
+
+
+def _with_inputs(payload: memoryview, inputs: list[bytes]) -> bytes:
+    """The NodeProto with its input list replaced (inputs first; every other field as it was)."""
+    rest = [bytes(record) for number, _, record, _ in fields(payload) if number != _NODE_INPUT]
+    return b"".join(field(_NODE_INPUT, i) for i in inputs) + b"".join(rest)
+
+
+def _plan(graph: memoryview) -> tuple[dict[bytes, dict[str, Any]], dict[int, tuple[int, bytes, bytes]], set[bytes]]:
+    """The int8 GEMM weights to flip (name -> tensor), each GEMM node's new zero point
+    (node index -> (slot, new initializer name, that initializer)), and the old zero points no
+    node uses any more."""
+    inits, nodes = {}, []
+    for number, _, _, payload in fields(graph):
+        if number == _GRAPH_INITIALIZER:
+            t = _tensor(payload)
+            inits[t["name"]] = t
+        elif number == _GRAPH_NODE:
+            nodes.append(_node(payload))
+    weights: dict[bytes, dict[str, Any]] = {}
+    zps: dict[int, tuple[int, bytes, bytes]] = {}
+    old_zps: set[bytes] = set()
+    for i, n in enumerate(nodes):
+        w = inits.get(n["inputs"][1]) if n["op"] in INTEGER_GEMMS and len(n["inputs"]) > 1 else None
+        if w is None or w.get("type") != _INT8:
+            continue
+        weights[w["name"]] = w
+        slot = B_ZERO_POINT[n["op"]]
+        old = n["inputs"][slot] if len(n["inputs"]) > slot else b""
+        zp = _int8_bytes(inits[old]) if old else b"\x00"
+        cols = w["dims"][-1]
+        if len(zp) == 1 and n["op"] in PER_COLUMN_ZP:
+            zp = zp * cols
+        new = (n["name"] or n["outputs"][0]) + b"/b_zp_u8"
+        zps[i] = (slot, new, _u8_tensor(new, [cols] if len(zp) > 1 else [], zp.translate(_FLIP)))
+        if old:
+            old_zps.add(old)
+    for i, n in enumerate(nodes):  # a flipped weight must feed nothing but GEMM weight slots
+        for slot, name in enumerate(n["inputs"]):
+            if name in weights and not (slot == 1 and n["op"] in INTEGER_GEMMS):
+                raise BundleFormatError(f"int8 weight {name.decode()!r} also feeds {n['op'].decode()} "
+                                        f"input {slot}: the u8 twin cannot be derived")
+    still_used = {name for i, n in enumerate(nodes) for s, name in enumerate(n["inputs"])
+                  if not (i in zps and s == zps[i][0])}
+    return weights, zps, old_zps - still_used
+
+
+def _derive_graph(graph: memoryview) -> tuple[bytes, int]:
+    weights, zps, dropped = _plan(graph)
+    parts, index = [], 0
+    for number, _, record, payload in fields(graph):
+        if number == _GRAPH_NODE:
+            if index in zps:
+                slot, new, _ = zps[index]
+                inputs = _node(payload)["inputs"]
+                inputs += [b""] * (slot + 1 - len(inputs))
+                inputs[slot] = new
+                parts.append(field(_GRAPH_NODE, _with_inputs(payload, inputs)))
+            else:
+                parts.append(bytes(record))
+            index += 1
+        elif number == _GRAPH_INITIALIZER:
+            t = _tensor(payload)
+            if t["name"] in weights:
+                parts.append(field(_GRAPH_INITIALIZER, _u8_tensor(t["name"], t["dims"], _int8_bytes(t).translate(_FLIP))))
+            elif t["name"] not in dropped:
+                parts.append(bytes(record))
+        else:
+            parts.append(bytes(record))
+    parts += [field(_GRAPH_INITIALIZER, tensor) for _, _, tensor in zps.values()]
+    return b"".join(parts), len(zps)
+
+
+def derive_u8(model: bytes) -> bytes:
+    """The serialized u8 x u8 twin of the serialized int8 ``model``: the same integer
+    products, exact on every CPU. Raises :class:`BundleFormatError` for a graph it cannot
+    derive (no int8 GEMM weight, a weight that also feeds another operator)."""
+    parts, gemms = [], 0
+    for number, wire, record, payload in fields(memoryview(model)):
+        if number == _MODEL_GRAPH and wire == LEN:
+            graph, gemms = _derive_graph(payload)
+            parts.append(field(_MODEL_GRAPH, graph))
+        else:
+            parts.append(bytes(record))
+    if not gemms:
+        raise BundleFormatError("the graph has no integer GEMM with int8 weights: there is no u8 twin to derive")
+    return b"".join(parts)
+
+
+def derived(manifest: Manifest) -> dict[str, dict[str, Any]]:
+    """The bundle's derived graphs: name -> {from, transform, sha256, bytes}."""
+    table = (manifest.quantization or {}).get("derived") or {}
+    return table if isinstance(table, dict) else {}
+
+
+def graph_source(bundle_dir: str | os.PathLike[str], manifest: Manifest, name: str) -> Path | bytes:
+    """What ONNX Runtime loads for the bundle graph ``name``: a file of the bundle (its
+    sha256 verified with the bundle), or a derived graph's bytes, checked against the
+    sha256 the export recorded for them."""
+    folder = Path(bundle_dir)
+    if name in manifest.files:
+        return folder / name
+    spec = derived(manifest).get(name)
+    if not isinstance(spec, dict) or spec.get("from") not in manifest.files:
+        raise BundleFormatError(f"the bundle has no graph {name!r}: it is neither a file of the manifest nor derived from one")
+    if spec.get("transform") != U8_TRANSFORM:
+        raise BundleFormatError(f"graph {name!r} is derived by {spec.get('transform')!r}, which this bowrt does not "
+                                f"know (it knows {U8_TRANSFORM!r}): upgrade bowrt")
+    out = derive_u8((folder / spec["from"]).read_bytes())
+    if hashlib.sha256(out).hexdigest() != spec.get("sha256"):
+        raise BundleChecksumError(f"graph {name!r}, derived here from {spec['from']!r}, does not match the sha256 "
+                                  "the export recorded for it: the bundle or this bowrt computes another twin")
+    return out
