@@ -2,6 +2,7 @@
 
     bowrt export [MODEL] -o bundles/            torch -> ONNX bundles, one per variant (export extra)
     bowrt verify bundles/fp32                   manifest + sha256 of every file (base install only)
+    bowrt keygen KEY; bowrt sign BUNDLE --key KEY   Ed25519-sign a manifest (--public-key PUB to check it)
     bowrt info bundles/fp32                     what a bundle holds: dims, pooling, lengths, parity
     bowrt encode bundles/fp32 corpus.tsv -o vecs/   a corpus -> sharded .npy, resumable (--ray: on Ray)
     bowrt serve bundles/fp32 --port 8080        HTTP server (serve extra)
@@ -27,6 +28,8 @@ from typing import Any
 from bowrt.bundle import KINDS
 from bowrt.errors import BowrtError, OptionError
 from bowrt.options import parse_providers as _providers
+from bowrt.trust_cli import add_parsers as _add_trust  # verify, keygen, sign
+from bowrt.trust_cli import add_public_key
 
 
 def _say(msg: str) -> None:
@@ -40,32 +43,12 @@ def _export(args: argparse.Namespace) -> int:
     manifests = export_model(
         args.model, args.out, args.variants, force=args.force, revision=args.revision, pooling=args.pooling,
         query_max_length=args.query_max_length, passage_max_length=args.passage_max_length, gates=args.gate,
-        int8_method=args.int8_method, eval_data=args.eval, eval_max_drop=args.eval_max_drop, log=_say,
+        int8_method=args.int8_method, int8_embeddings=args.int8_embeddings, eval_data=args.eval,
+        eval_max_drop=args.eval_max_drop, log=_say,
         **({} if args.int8_static_tolerance is None else {"int8_static_tolerance": args.int8_static_tolerance}),
     )
     for variant in manifests:
         _say(f"bundle {variant}: {Path(args.out) / variant}")
-    return 0
-
-
-def _verify(args: argparse.Namespace) -> int:
-    from bowrt.bundle import verify_bundle
-
-    m = verify_bundle(args.bundle)
-    rev = f" @ {m.source_revision}" if m.source_revision else ""
-    _say(f"OK {args.bundle}: {m.variant} bundle of {m.source_model}{rev}")
-    for name, entry in sorted(m.files.items()):
-        _say(f"  sha256 OK  {name}  ({entry['bytes']} bytes)")
-    if args.numerics:
-        from bowrt.runtime import Encoder, host
-
-        r = Encoder(args.bundle, "cpu").numerics or {}  # raises NumericsError / HostUnsupportedError on a miss
-        if not r.get("checked"):
-            raise OptionError(f"--numerics: {r.get('reason', 'no self-check data in this bundle')}")
-        host_part = ("" if r["min_cosine_vs_export_host"] is None else
-                     f", vs the export host {r['min_cosine_vs_export_host']:.6f} (>= {r['host_gate']})")
-        _say(f"  numerics OK on this host ({host.summary()}): {r['texts']} texts, min cosine vs PyTorch "
-             f"{r['min_cosine_vs_pytorch']:.6f} (gate {r['gate']}){host_part}, {r['seconds'] * 1e3:.0f} ms")
     return 0
 
 
@@ -151,7 +134,9 @@ def _encode(args: argparse.Namespace) -> int:
                               on_error=args.on_error, overwrite=args.overwrite, progress=not args.no_progress)
     if args.ray:
         from bowrt.scale.ray_encode import encode_corpus_ray
+        from bowrt.signing import verify_signed
 
+        verify_signed(args.bundle, args.public_key)  # the driver checks the signature once, before any actor loads
         r = encode_corpus_ray(args.bundle, args.input, args.out, settings, address=args.ray_address,
                               num_actors=args.num_actors, use_gpu=args.gpu, threads_per_actor=args.threads or 1,
                               providers=_providers(args.providers))
@@ -159,9 +144,10 @@ def _encode(args: argparse.Namespace) -> int:
         if args.ray_address or args.num_actors or args.gpu:
             raise OptionError("--ray-address, --num-actors and --gpu apply with --ray only")
         from bowrt.corpus import encode_corpus
+        from bowrt.runtime import Encoder
 
-        r = encode_corpus(args.bundle, args.input, args.out, settings, providers=_providers(args.providers),
-                          threads=args.threads)
+        enc = Encoder(args.bundle, _providers(args.providers), args.threads, trusted_keys=args.public_key)
+        r = encode_corpus(enc, args.input, args.out, settings)
     rate = r.encoded / r.seconds if r.seconds > 0 else 0.0
     _say(f"{r.total} vectors in {r.shards} shards -> {r.outdir} ({r.shards_written} written, {r.shards_reused} reused; "
          f"{r.encoded} encoded at {rate:.1f}/s in {r.seconds:.1f} s)")
@@ -188,7 +174,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     from bowrt.runtime import Encoder
 
-    encoder = Encoder(args.bundle, _providers(args.providers), args.threads)  # fail here, before binding the port
+    encoder = Encoder(args.bundle, _providers(args.providers), args.threads,  # fail here, before binding the port
+                      trusted_keys=args.public_key)
     serve(encoder, config, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -224,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from bowrt.eval.cli import add_parser as _add_eval
 
-    for add in (_add_export, _add_verify, _add_info, _add_encode, _add_eval, _add_serve, _add_export_triton, _add_bench):
+    for add in (_add_export, _add_trust, _add_info, _add_encode, _add_eval, _add_serve, _add_export_triton, _add_bench):
         add(sub)
     _add_push(sub)
     return p
@@ -250,20 +237,14 @@ def _add_export(sub: Any) -> None:
                    help="smoothquant: give a node one calibrated activation scale (faster than per-token) when "
                         "its simulated error is at most X times the per-token one (default 1.0: only where "
                         "that costs no accuracy; 1.5-2 trade some agreement for speed)")
+    s.add_argument("--int8-embeddings", choices=["int8", "fp32"], default="int8",
+                   help="int8: the word-embedding table as int8 with one scale per row, a quarter of its fp32 "
+                        "bytes (default); fp32: as it is")
     s.add_argument("--eval", metavar="DIR", help="a labelled set (BEIR or DPR layout, as bowrt eval reads it): refuse "
                                                  "the int8 bundle where its Recall@20 drops by more than --eval-max-drop")
     s.add_argument("--eval-max-drop", type=float, default=0.5, metavar="POINTS",
                    help="the most Recall@20 (top-20 accuracy for DPR) int8 may lose against fp32 (default %(default)s)")
     s.set_defaults(handler=_export)
-
-
-def _add_verify(sub: Any) -> None:
-    s = sub.add_parser("verify", help="check a bundle's manifest and the sha256 of every file")
-    s.add_argument("bundle")
-    s.add_argument("--numerics", action="store_true",
-                   help="also encode the bundle's self-check texts on this host and compare them with its reference "
-                        "vectors (needs onnxruntime; exits 1 naming the host's ISA on a miss)")
-    s.set_defaults(handler=_verify)
 
 
 def _add_info(sub: Any) -> None:
@@ -295,6 +276,7 @@ def _add_encode(sub: Any) -> None:
     s.add_argument("--ray-address", metavar="ADDR", help="Ray cluster address (default: start or join a local one)")
     s.add_argument("--num-actors", type=int, metavar="N", help="Encoder actors (default: one per CPU slot or GPU)")
     s.add_argument("--gpu", action="store_true", help="with --ray: one GPU per actor")
+    add_public_key(s)
     s.set_defaults(handler=_encode)
 
 
@@ -327,6 +309,7 @@ def _add_serve(sub: Any) -> None:
     s.add_argument("--providers", help="cpu, cuda, tensorrt, or a comma-separated preference list")
     s.add_argument("--threads", type=int, metavar="N", help="ORT intra-op threads")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    add_public_key(s)
     s.set_defaults(handler=_serve)
 
 

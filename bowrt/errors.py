@@ -37,6 +37,19 @@ class NumericsError(BundleError):
     """The bundle's self-check failed on this host: its vectors differ from the reference vectors."""
 
 
+class BundleSignatureError(BundleError):
+    """Trusted keys were given and the bundle's ``manifest.sig`` does not prove it: no signature by a
+    trusted key, one that does not match ``manifest.json`` (rewritten after signing), or a malformed file."""
+
+
+class BundleUnsignedError(BundleSignatureError):
+    """Trusted keys were given and the bundle has no ``manifest.sig`` at all."""
+
+
+class MissingExtraError(BowrtError, ImportError):
+    """An optional dependency (an extra) is not installed; the message is the ``pip install`` line."""
+
+
 # --- export ------------------------------------------------------------------
 class ExportError(BowrtError, RuntimeError):
     """The export stage could not produce a sound bundle."""
@@ -86,6 +99,11 @@ class BatcherClosed(BowrtError, RuntimeError):
 
 class OptionError(BowrtError, ValueError):
     """An unknown or invalid option; the message lists the valid ones."""
+
+
+class SigningKeyError(OptionError):
+    """A key given to keygen, sign or ``trusted_keys`` is missing, unreadable, not PEM, or not an
+    Ed25519 key of the kind expected (private to sign, public to check): a bad option, not a bad bundle."""
 
 
 # Export options: both an ExportError (the export failed) and an OptionError (bad option).

@@ -108,6 +108,10 @@ class Encoder:
             Default on: it protects a bundle copied to a new machine; it encodes 8
             short texts, which added 165 ms (26 %) to a load of the bert-base twin's
             int8 bundle (``benchmarks/studies/int8_host.py``, docs/int8.md).
+        trusted_keys: Ed25519 public keys (paths to PEM files, or PEM bytes): the bundle's
+            ``manifest.sig`` must hold a signature of its manifest by one of them, checked
+            before anything else is read (``bowrt/signing.py``, the ``sign`` extra); else
+            :class:`BundleUnsignedError` / :class:`BundleSignatureError`. None: no check.
 
     An int8 bundle runs the graph that is exact on this CPU (``runtime/host.py``: its
     u8 x s8 graph where ONNX Runtime accumulates in int32, its u8 x u8 twin, the same
@@ -129,6 +133,7 @@ class Encoder:
         cache_dir: str | os.PathLike[str] | None = None,
         cpu_mem_arena: bool = True,
         check_numerics: bool = True,
+        trusted_keys: Sequence[str | os.PathLike[str] | bytes] | None = None,
         **unknown: Any,
     ):
         if unknown:
@@ -142,7 +147,12 @@ class Encoder:
         check_bool("check_numerics", check_numerics)
 
         self.bundle_dir = hub.local_bundle(bundle)  # a missing 'org/name' is pointed to from_pretrained
-        self.manifest: Manifest = verify_bundle(self.bundle_dir)
+        signed = None
+        if trusted_keys is not None:  # the manifest's bytes once, signature checked; verify_bundle parses those
+            from bowrt.signing import check_signature
+
+            signed, _ = check_signature(self.bundle_dir, trusted_keys)
+        self.manifest: Manifest = verify_bundle(self.bundle_dir, signed)
         self.graph_file = host.select_graph(self.manifest)  # HostUnsupportedError where no graph is exact
         specs = build_providers(
             providers, self.manifest, ort.get_available_providers(), self.bundle_dir, cache_dir, device_id,

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bowrt.bundle import MANIFEST, read_manifest, verify_bundle
+from bowrt.bundle import MANIFEST, SIGNATURE_FILE, read_manifest, verify_bundle
 from bowrt.errors import BowrtError, BundleError, BundleMissingFileError, OptionError
 from bowrt.options import check_bool
 
@@ -102,8 +102,8 @@ def download_bundle(repo_id: str, *, revision: str | None = None, cache_dir: str
                     verify: bool = True) -> Path:
     """Download the bundle in ``repo_id`` (its root or ``subfolder``) into the hub cache; return its folder.
 
-    Only ``manifest.json`` and the files it lists are fetched. ``verify``: check every
-    file's size and sha256 (:func:`~bowrt.bundle.verify_bundle`) before returning.
+    Only ``manifest.json``, the files it lists and ``manifest.sig`` (where signed) are fetched.
+    ``verify``: check every file's size and sha256 (:func:`~bowrt.bundle.verify_bundle`) before returning.
     """
     hub = _hub()
     sub = _check_str("subfolder", subfolder) or ""
@@ -116,7 +116,8 @@ def download_bundle(repo_id: str, *, revision: str | None = None, cache_dir: str
         if not (snapshot / prefix / MANIFEST).is_file():
             raise _not_a_bundle(hub, where, prefix, snapshot, kw)
         listed = read_manifest(snapshot / prefix).files
-        snapshot = Path(hub.snapshot_download(allow_patterns=[prefix + MANIFEST] + [prefix + n for n in listed], **kw))
+        wanted = [prefix + MANIFEST, prefix + SIGNATURE_FILE] + [prefix + n for n in listed]  # the signature if any
+        snapshot = Path(hub.snapshot_download(allow_patterns=wanted, **kw))
     folder = snapshot / sub if sub else snapshot
     if verify:
         verify_bundle(folder)
@@ -170,8 +171,9 @@ def _hub_errors(hub: Any, repo_id: str, where: str, cache_dir: Any, revision: st
 def push_bundle(folder: str | os.PathLike[str], repo_id: str, *, path_in_repo: str | None = None,
                 revision: str | None = None, private: bool | None = None, token: str | bool | None = None,
                 commit_message: str | None = None) -> str:
-    """Verify the bundle in ``folder``, then upload exactly its files to ``repo_id`` (created if
-    missing) at the repo root or ``path_in_repo``; returns the commit's URL."""
+    """Verify the bundle in ``folder``, then upload exactly its files (and ``manifest.sig``, where
+    signed) to ``repo_id`` (created if missing) at the repo root or ``path_in_repo``; returns the
+    commit's URL."""
     folder = Path(folder)
     m = verify_bundle(folder)
     path_in_repo = _check_str("path_in_repo", path_in_repo)
@@ -185,7 +187,7 @@ def push_bundle(folder: str | os.PathLike[str], repo_id: str, *, path_in_repo: s
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.upload_folder(
             repo_id=repo_id, folder_path=str(folder), path_in_repo=path_in_repo, revision=revision,
-            allow_patterns=[MANIFEST, *m.files],
+            allow_patterns=[MANIFEST, *m.files, *([SIGNATURE_FILE] if (folder / SIGNATURE_FILE).is_file() else [])],
             commit_message=commit_message or f"bowrt bundle: {m.variant} of {m.source_model}",
         )
     return str(getattr(info, "commit_url", info))
