@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from bowrt.errors import BowrtError
 
-__version__ = "0.3.0"
+from bowrt._version import __version__
 __all__ = ["BowrtError", "Encoder", "__version__"]
 
 if TYPE_CHECKING:

@@ -44,7 +44,7 @@ def _verify(args: argparse.Namespace) -> int:
         from bowrt.runtime import Encoder, host
 
         # raises NumericsError / HostUnsupportedError on a miss
-        r = Encoder(args.bundle, "cpu", trusted_keys=args.public_key).numerics or {}
+        r = Encoder(args.bundle, "cpu", trusted_keys=args.public_key, check_numerics="always").numerics or {}
         if not r.get("checked"):
             raise OptionError(f"--numerics: {r.get('reason', 'no self-check data in this bundle')}")
         host_part = ("" if r["min_cosine_vs_export_host"] is None else

@@ -15,6 +15,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The self-check's cached verdicts (runtime/selfcheck.py) go to a folder of this run, not the user's cache.
+if "BOWRT_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["BOWRT_CACHE_DIR"] = tempfile.mkdtemp(prefix="bowrt-test-cache-")
 
 # The model builders (the benchmarks use them too; random-weight models get numeric int8 gates only:
 # ranking agreement means nothing when every CLS vector points the same way).

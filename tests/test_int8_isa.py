@@ -34,7 +34,7 @@ from bowrt.bundle import (
     U8_MODEL_FILE,
     read_manifest,
 )
-from bowrt.errors import BundleChecksumError, BundleFormatError, HostUnsupportedError, NumericsError
+from bowrt.errors import BundleChecksumError, BundleFormatError, HostUnsupportedError, NumericsError, OptionError
 from bowrt.export.int8 import isa as int8_isa
 from bowrt.export.probes import load_text_set
 from bowrt.runtime import host, twin
@@ -290,7 +290,54 @@ def test_self_check_runs_at_load_and_catches_a_host_that_computes_otherwise(tiny
 
     monkeypatch.setattr(Session, "run", drifting)
     with pytest.raises(NumericsError, match=r"int8 ISA .* export host's vectors"):
-        Encoder(tiny_bundles["int8"])
+        Encoder(tiny_bundles["int8"], check_numerics="always")
+
+
+def test_the_self_check_verdict_is_cached_per_bundle_host_and_onnxruntime(tiny_bundles, tmp_path, monkeypatch):
+    """Only the first load on a host pays: a pass is read back for the same bundle, host and
+    software; a new bundle, CPU or ORT version checks again, and "always" forces the check."""
+    from bowrt.runtime import selfcheck
+
+    monkeypatch.setenv("BOWRT_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real = selfcheck.run
+    monkeypatch.setattr(selfcheck, "run", lambda enc: calls.append(1) or real(enc))
+    first = Encoder(tiny_bundles["int8"]).numerics
+    again = Encoder(tiny_bundles["int8"]).numerics
+    assert len(calls) == 1 and first["cached"] is False and again["cached"] is True
+    assert {k: v for k, v in again.items() if k != "cached"} == {k: v for k, v in first.items() if k != "cached"}
+    assert len(list((tmp_path / "cache" / "numerics").glob("*.json"))) == 1
+    Encoder(tiny_bundles["int8"], check_numerics="always")
+    Encoder(tiny_bundles["fp32"])  # another bundle
+    monkeypatch.setattr(host, "cpu_model", lambda: "another CPU")
+    Encoder(tiny_bundles["int8"])
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "__version__", "0.0.0-other")
+    Encoder(tiny_bundles["int8"])
+    assert len(calls) == 5
+    with pytest.raises(OptionError, match="check_numerics"):
+        Encoder(tiny_bundles["int8"], check_numerics="sometimes")
+
+
+def test_a_failed_self_check_is_not_cached_and_a_changed_manifest_checks_again(tiny_bundles, tmp_path, monkeypatch):
+    monkeypatch.setenv("BOWRT_CACHE_DIR", str(tmp_path / "cache"))
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundles["int8"], copy)
+    real = Session.run
+    monkeypatch.setattr(Session, "run", lambda self, ids, mask: real(self, ids, mask) * -1.0)  # wrong vectors
+    with pytest.raises(NumericsError):
+        Encoder(copy)
+    assert not list((tmp_path / "cache").rglob("*.json"))
+    monkeypatch.setattr(Session, "run", real)
+    assert Encoder(copy).numerics["cached"] is False and Encoder(copy).numerics["cached"] is True
+    data = json.loads((copy / MANIFEST).read_text())
+    data["created"] = "2000-01-01T00:00:00+00:00"  # any change to the manifest is a new bundle
+    (copy / MANIFEST).write_text(json.dumps(data))
+    assert Encoder(copy).numerics["cached"] is False
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("BOWRT_CACHE_DIR", str(tmp_path / "a-file"))  # a cache that cannot be written: the check runs
+    assert Encoder(copy).numerics["cached"] is False and Encoder(copy).numerics["cached"] is False
 
 
 def test_a_bundle_without_reference_vectors_still_loads(tiny_bundles, tmp_path):

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Top-level entries of the bowrt package that may ship.
 SHIPPED = {"__init__.py", "atomic.py", "bundle.py", "cli.py", "corpus", "corpus.py", "errors.py", "options.py",
            "export", "runtime", "scale", "serve", "integrations", "eval", "signing.py", "trust_cli.py",
-           "protobuf.py"}
+           "protobuf.py", "_version.py"}
 
 
 def test_wheel_holds_the_product_only(tmp_path):

@@ -105,9 +105,10 @@ class Encoder:
         check_numerics: at load, encode the bundle's self-check texts and compare
             them with the reference vectors it carries (PyTorch fp32 and the export
             host's); a miss raises :class:`NumericsError` (``runtime/selfcheck.py``).
-            Default on: it protects a bundle copied to a new machine; it encodes 8
-            short texts, which added 165 ms (26 %) to a load of the bert-base twin's
-            int8 bundle (``benchmarks/studies/int8_host.py``, docs/int8.md).
+            Default on: it protects a bundle copied to a new machine. A pass is cached
+            per bundle, host and onnxruntime version, so only the first load on a host
+            pays (8 short texts, 165 ms on the bert-base twin's int8 bundle; docs/bundle.md);
+            ``"always"`` checks again whatever the cache holds.
         trusted_keys: Ed25519 public keys (paths to PEM files, or PEM bytes): the bundle's
             ``manifest.sig`` must hold a signature of its manifest by one of them, checked
             before anything else is read (``bowrt/signing.py``, the ``sign`` extra); else
@@ -132,7 +133,7 @@ class Encoder:
         device_id: int = 0,
         cache_dir: str | os.PathLike[str] | None = None,
         cpu_mem_arena: bool = True,
-        check_numerics: bool = True,
+        check_numerics: bool | str = True,
         trusted_keys: Sequence[str | os.PathLike[str] | bytes] | None = None,
         **unknown: Any,
     ):
@@ -144,7 +145,8 @@ class Encoder:
         check_int("max_batch_tokens", max_batch_tokens, optional=True)
         device_id = check_int("device_id", device_id, 0)
         check_bool("cpu_mem_arena", cpu_mem_arena)
-        check_bool("check_numerics", check_numerics)
+        if not (isinstance(check_numerics, bool) or check_numerics == "always"):
+            raise OptionError(f"check_numerics must be True, False or 'always', got {check_numerics!r}")
 
         self.bundle_dir = hub.local_bundle(bundle)  # a missing 'org/name' is pointed to from_pretrained
         signed = None
@@ -170,7 +172,8 @@ class Encoder:
         )
         on_gpu = self._session.provider in GPU_PROVIDERS
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["gpu" if on_gpu else "cpu"]
-        self.numerics: dict[str, Any] | None = selfcheck.run(self) if check_numerics else None
+        self.numerics: dict[str, Any] | None = (
+            selfcheck.cached_run(self, force=check_numerics == "always") if check_numerics else None)
 
     # --- what is running ------------------------------------------------------
     @property

@@ -49,6 +49,20 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "CPU part", "Model"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def int8_isa(flags: frozenset[str] | None = None, machine: str | None = None) -> str:
     """The int8 kernel family ONNX Runtime dispatches to here: one of
     :data:`bowrt.bundle.INT8_ISAS`, or ``"unknown"`` (x86 without readable flags, or

@@ -13,18 +13,35 @@ on the export host. Here the same texts go through the Encoder on this host, and
 A miss raises :class:`NumericsError` naming this host's ISA and the figures. The
 Encoder runs it at load by default (``check_numerics``); ``bowrt verify --numerics``
 runs it on demand.
+
+A pass is cached (:func:`cached_run`), so that only the first load on a host pays: the
+verdict is kept under the user cache directory (``$BOWRT_CACHE_DIR``, else
+``$XDG_CACHE_HOME/bowrt``, else ``~/.cache/bowrt``; ``numerics/<key>.json``, written
+atomically), keyed by the sha256 of the bundle's manifest (which pins every file's
+sha256), the host (CPU model, int8 ISA, int8 accumulation as measured), the onnxruntime
+and bowrt versions, the provider and the graph run. A new host, ORT version or bundle
+checks again; ``check_numerics="always"`` forces the check. A failure is never cached.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bowrt.bundle import NUMERICS_FILE
+from bowrt._version import __version__
+from bowrt.atomic import write_text_atomic
+from bowrt.bundle import MANIFEST, NUMERICS_FILE
 from bowrt.errors import BundleFormatError, NumericsError
 from bowrt.runtime import host
+
+# Bumped when what a cached verdict stands for changes.
+CACHE_FORMAT = 1
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -81,3 +98,57 @@ def run(encoder: Any) -> dict[str, Any]:
             "Re-export the bundle on this host, or use its fp32 bundle."
         )
     return out
+
+
+def cache_dir() -> Path:
+    """Where verdicts are kept: ``$BOWRT_CACHE_DIR``, else ``$XDG_CACHE_HOME/bowrt``, else ``~/.cache/bowrt``."""
+    root = os.environ.get("BOWRT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "bowrt")
+    return Path(root) / "numerics"
+
+
+def cache_key(encoder: Any) -> dict[str, Any]:
+    """What a cached verdict was measured on: the bundle (its manifest's sha256), the host,
+    the software and the graph. Any change among them means a new check."""
+    import onnxruntime as ort
+
+    info = host.describe()
+    return {
+        "format": CACHE_FORMAT,
+        "manifest_sha256": hashlib.sha256((encoder.bundle_dir / MANIFEST).read_bytes()).hexdigest(),
+        "cpu_model": host.cpu_model(),
+        "int8_isa": info["int8_isa"],
+        "int8_accumulation": info["int8_accumulation"],
+        "onnxruntime": ort.__version__,
+        "bowrt": __version__,
+        "provider": encoder.provider,
+        "graph": encoder.graph_file,
+    }
+
+
+def _path(key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return cache_dir() / f"{digest[:32]}.json"
+
+
+def cached_run(encoder: Any, *, force: bool = False) -> dict[str, Any]:
+    """:func:`run`, or the figures of a pass on the same bundle, host and software, read back
+    (``cached: True``). A cache that cannot be read or written is passed over: the check runs."""
+    key = cache_key(encoder)
+    path = _path(key)
+    if not force:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("key") == key and saved.get("result", {}).get("checked"):
+                return {**saved["result"], "cached": True}
+        except (OSError, ValueError, AttributeError):
+            pass
+    result = run(encoder)
+    if result.get("checked"):  # a bundle without reference vectors is reported as such, uncached
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps({"key": key, "result": result}, indent=1) + "\n", fsync=False)
+        except OSError:
+            pass
+        return {**result, "cached": False}
+    return result

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bowrt.bundle import MODEL_FILE, Manifest
-from bowrt.errors import BundleFormatError, ProviderUnavailableError
+from bowrt.errors import BowrtError, BundleFormatError, ProviderUnavailableError
 from bowrt.runtime import twin
 from bowrt.runtime.providers import CPU, GPU_PROVIDERS, SHORT, TENSORRT
 
@@ -132,11 +132,13 @@ class Session:
         for name, opts in providers:
             if name == TENSORRT:
                 Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
-        # A file of the bundle, or a graph derived from one in memory (an int8 bundle's u8 twin).
-        model = twin.graph_source(bundle_dir, manifest, model_file)
         try:
-            self.session = ort_session(model, threads=threads, providers=providers,
-                                       manifest=manifest, cpu_mem_arena=cpu_mem_arena)
+            # A file of the bundle, or a graph derived from one at load (an int8 bundle's u8 twin).
+            with twin.open_graph(bundle_dir, manifest, model_file) as model:
+                self.session = ort_session(model, threads=threads, providers=providers,
+                                           manifest=manifest, cpu_mem_arena=cpu_mem_arena)
+        except BowrtError:
+            raise
         except Exception as e:  # ORT raises its own pybind exception types
             raise BundleFormatError(
                 f"onnxruntime {ort.__version__} could not load {str(bundle_dir / model_file)!r} "

@@ -16,14 +16,19 @@ Standard library only, like the rest of the runtime's graph handling (bowrt/prot
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import mmap
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from bowrt.bundle import Manifest
 from bowrt.errors import BundleChecksumError, BundleFormatError
-from bowrt.protobuf import LEN, field, fields, varints
+from bowrt.protobuf import LEN, field, fields, varint, varints
 
 # The transform's name in the manifest. Its bytes are part of the contract: a change to
 # what derive_u8 writes needs a new name (the sha256 in old manifests pins the old one).
@@ -138,9 +143,26 @@ def _plan(graph: memoryview) -> tuple[dict[bytes, dict[str, Any]], dict[int, tup
     return weights, zps, old_zps - still_used
 
 
-def _derive_graph(graph: memoryview) -> tuple[bytes, int]:
+# A piece of the derived graph: bytes, a view of the source, or (header, int8 weight bytes) to flip.
+Part = Any
+
+
+def _size(part: Part) -> int:
+    return len(part[0]) + len(part[1]) if isinstance(part, tuple) else len(part)
+
+
+def _flipped_weight(t: dict[str, Any]) -> tuple[bytes, Any]:
+    """The uint8 twin of int8 weight ``t`` as (its record up to the raw bytes, the int8 bytes to flip)."""
+    data = t["raw"] if t["raw"] is not None and not t["external"] else _int8_bytes(t)
+    head = (b"".join(field(_T_DIMS, d) for d in t["dims"]) + field(_T_DATA_TYPE, _UINT8) + field(_T_NAME, t["name"])
+            + varint(_T_RAW << 3 | LEN) + varint(len(data)))
+    return varint(_GRAPH_INITIALIZER << 3 | LEN) + varint(len(head) + len(data)) + head, data
+
+
+def _graph_parts(graph: memoryview) -> tuple[list[Part], int]:
     weights, zps, dropped = _plan(graph)
-    parts, index = [], 0
+    parts: list[Part] = []
+    index = 0
     for number, _, record, payload in fields(graph):
         if number == _GRAPH_NODE:
             if index in zps:
@@ -150,34 +172,72 @@ def _derive_graph(graph: memoryview) -> tuple[bytes, int]:
                 inputs[slot] = new
                 parts.append(field(_GRAPH_NODE, _with_inputs(payload, inputs)))
             else:
-                parts.append(bytes(record))
+                parts.append(record)
             index += 1
         elif number == _GRAPH_INITIALIZER:
             t = _tensor(payload)
             if t["name"] in weights:
-                parts.append(field(_GRAPH_INITIALIZER, _u8_tensor(t["name"], t["dims"], _int8_bytes(t).translate(_FLIP))))
+                parts.append(_flipped_weight(t))
             elif t["name"] not in dropped:
-                parts.append(bytes(record))
+                parts.append(record)
         else:
-            parts.append(bytes(record))
+            parts.append(record)
     parts += [field(_GRAPH_INITIALIZER, tensor) for _, _, tensor in zps.values()]
-    return b"".join(parts), len(zps)
+    return parts, len(zps)
+
+
+def _model_parts(model: memoryview) -> list[Part]:
+    parts: list[Part] = []
+    gemms = 0
+    for number, wire, record, payload in fields(model):
+        if number == _MODEL_GRAPH and wire == LEN:
+            graph, gemms = _graph_parts(payload)
+            parts.append(varint(_MODEL_GRAPH << 3 | LEN) + varint(sum(_size(p) for p in graph)))
+            parts += graph
+        else:
+            parts.append(record)
+    if not gemms:
+        raise BundleFormatError("the graph has no integer GEMM with int8 weights: there is no u8 twin to derive")
+    return parts
+
+
+def _chunks(parts: list[Part]) -> Iterator[bytes | memoryview]:
+    """The derived graph's bytes, one piece at a time: a flipped weight is made when it is written."""
+    for part in parts:
+        if isinstance(part, tuple):
+            yield part[0]
+            yield bytes(part[1]).translate(_FLIP)
+        else:
+            yield part
 
 
 def derive_u8(model: bytes) -> bytes:
     """The serialized u8 x u8 twin of the serialized int8 ``model``: the same integer
     products, exact on every CPU. Raises :class:`BundleFormatError` for a graph it cannot
     derive (no int8 GEMM weight, a weight that also feeds another operator)."""
-    parts, gemms = [], 0
-    for number, wire, record, payload in fields(memoryview(model)):
-        if number == _MODEL_GRAPH and wire == LEN:
-            graph, gemms = _derive_graph(payload)
-            parts.append(field(_MODEL_GRAPH, graph))
-        else:
-            parts.append(bytes(record))
-    if not gemms:
-        raise BundleFormatError("the graph has no integer GEMM with int8 weights: there is no u8 twin to derive")
-    return b"".join(parts)
+    return b"".join(_chunks(_model_parts(memoryview(model))))
+
+
+def write_u8(source: str | os.PathLike[str], out: BinaryIO) -> tuple[str, int]:
+    """Stream the twin of the graph file ``source`` into ``out``; returns its sha256 and size.
+    The source is memory-mapped and the twin written a weight at a time, so no copy of
+    either graph is held in memory."""
+    with open(source, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return _write(memoryview(mapped), out)
+    finally:
+        with contextlib.suppress(BufferError):  # a view still alive: the map goes with the last one
+            mapped.close()
+
+
+def _write(view: memoryview, out: BinaryIO) -> tuple[str, int]:
+    h, n = hashlib.sha256(), 0
+    for chunk in _chunks(_model_parts(view)):
+        h.update(chunk)
+        out.write(chunk)
+        n += len(chunk)
+    return h.hexdigest(), n
 
 
 def derived(manifest: Manifest) -> dict[str, dict[str, Any]]:
@@ -186,21 +246,60 @@ def derived(manifest: Manifest) -> dict[str, dict[str, Any]]:
     return table if isinstance(table, dict) else {}
 
 
-def graph_source(bundle_dir: str | os.PathLike[str], manifest: Manifest, name: str) -> Path | bytes:
-    """What ONNX Runtime loads for the bundle graph ``name``: a file of the bundle (its
-    sha256 verified with the bundle), or a derived graph's bytes, checked against the
-    sha256 the export recorded for them."""
-    folder = Path(bundle_dir)
-    if name in manifest.files:
-        return folder / name
+def _spec(manifest: Manifest, name: str) -> dict[str, Any]:
     spec = derived(manifest).get(name)
     if not isinstance(spec, dict) or spec.get("from") not in manifest.files:
         raise BundleFormatError(f"the bundle has no graph {name!r}: it is neither a file of the manifest nor derived from one")
     if spec.get("transform") != U8_TRANSFORM:
         raise BundleFormatError(f"graph {name!r} is derived by {spec.get('transform')!r}, which this bowrt does not "
                                 f"know (it knows {U8_TRANSFORM!r}): upgrade bowrt")
-    out = derive_u8((folder / spec["from"]).read_bytes())
-    if hashlib.sha256(out).hexdigest() != spec.get("sha256"):
+    return spec
+
+
+def _check(name: str, spec: dict[str, Any], sha: str) -> None:
+    if sha != spec.get("sha256"):
         raise BundleChecksumError(f"graph {name!r}, derived here from {spec['from']!r}, does not match the sha256 "
                                   "the export recorded for it: the bundle or this bowrt computes another twin")
-    return out
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[tuple[BinaryIO, str]]:
+    """A file only this process sees, and a path ONNX Runtime can open it by: an anonymous
+    memory file on Linux (never on disk), else a temporary file removed afterwards."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        with os.fdopen(os.memfd_create("bowrt-u8-twin"), "w+b") as f:
+            yield f, f"/proc/self/fd/{f.fileno()}"
+        return
+    with tempfile.TemporaryDirectory(prefix="bowrt-twin-") as tmp:
+        path = os.path.join(tmp, "model.u8.onnx")
+        with open(path, "w+b") as f:
+            yield f, path
+
+
+@contextlib.contextmanager
+def open_graph(bundle_dir: str | os.PathLike[str], manifest: Manifest, name: str) -> Iterator[str]:
+    """A path to the bundle graph ``name`` while the context lasts: a file of the bundle (its
+    sha256 verified with the bundle), or the derived graph written to a scratch file and
+    checked against the sha256 the export recorded for it."""
+    folder = Path(bundle_dir)
+    if name in manifest.files:
+        yield str(folder / name)
+        return
+    spec = _spec(manifest, name)
+    with _scratch() as (f, path):
+        sha, _ = write_u8(folder / spec["from"], f)
+        f.flush()
+        _check(name, spec, sha)
+        yield path
+
+
+def graph_source(bundle_dir: str | os.PathLike[str], manifest: Manifest, name: str) -> Path | bytes:
+    """The bundle graph ``name``: a file's path, or a derived graph's bytes (checked as in :func:`open_graph`)."""
+    folder = Path(bundle_dir)
+    if name in manifest.files:
+        return folder / name
+    spec = _spec(manifest, name)
+    buf = io.BytesIO()
+    sha, _ = write_u8(folder / spec["from"], buf)
+    _check(name, spec, sha)
+    return buf.getvalue()

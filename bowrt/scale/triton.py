@@ -119,17 +119,15 @@ def portable_graph(m: Manifest) -> str:
 def _write_graph(bundle: Path, name: str, dst: Path, m: Manifest) -> None:
     """The bundle graph ``name`` (a file of the bundle, or derived from one: runtime/twin.py),
     with the normalization the runtime applies after it when the manifest asks."""
-    from bowrt.runtime.twin import graph_source
+    from bowrt.runtime.twin import open_graph
 
-    src = graph_source(bundle, m, name)
-    if not m.normalize and isinstance(src, Path):
-        shutil.copyfile(src, dst)
-        return
-    data = src.read_bytes() if isinstance(src, Path) else src
-    if m.normalize:
+    with open_graph(bundle, m, name) as src:
+        if not m.normalize:
+            shutil.copyfile(src, dst)
+            return
         from bowrt.scale.onnx_tail import append_l2_normalize
 
-        data = append_l2_normalize(data, m.output_name)
+        data = append_l2_normalize(Path(src).read_bytes(), m.output_name)
     with open(dst, "wb") as f:
         f.write(data)
 
