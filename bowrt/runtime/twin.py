@@ -7,8 +7,10 @@ zero point of z + 128. In two's complement, w + 128 as a byte is ``w XOR 0x80``,
 twin is the bundle graph with those initializers' bytes flipped and their type set to
 uint8, and one new zero-point initializer per GEMM. A bundle exported by bowrt >= 0.4
 ships one graph and names the twin in ``quantization.derived``: what it is derived
-from, the transform, and the sha256 of the bytes the export derived. :func:`graph_source`
-derives it here and refuses bytes that differ from that sha256. Bundles from before
+from, the transform, and the sha256 of the bytes the export derived. :func:`open_graph`
+derives it here, streaming it into a scratch file that ONNX Runtime opens (an anonymous
+memory file on Linux), and refuses bytes that differ from that sha256 (:func:`graph_source`
+gives the same bytes in memory, for tools and tests). Bundles from before
 ship the twin as a file (``model.u8.onnx``) and keep loading from it.
 
 Standard library only, like the rest of the runtime's graph handling (bowrt/protobuf.py).
