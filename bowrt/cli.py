@@ -43,7 +43,7 @@ def _export(args: argparse.Namespace) -> int:
     manifests = export_model(
         args.model, args.out, args.variants, force=args.force, revision=args.revision, pooling=args.pooling,
         query_max_length=args.query_max_length, passage_max_length=args.passage_max_length, gates=args.gate,
-        int8_method=args.int8_method, int8_embeddings=args.int8_embeddings, eval_data=args.eval,
+        int8_method=args.int8_method, int8_profile=args.int8_profile, int8_embeddings=args.int8_embeddings, eval_data=args.eval,
         eval_max_drop=args.eval_max_drop, log=_say,
         **({} if args.int8_static_tolerance is None else {"int8_static_tolerance": args.int8_static_tolerance}),
     )
@@ -233,10 +233,14 @@ def _add_export(sub: Any) -> None:
     s.add_argument("--int8-method", choices=["smoothquant", "dynamic"], default="smoothquant",
                    help="smoothquant: bowrt's batch-invariant per-token int8 (default); "
                         "dynamic: ONNX Runtime's standard dynamic int8, the baseline")
+    s.add_argument("--int8-profile", choices=["default", "speed"], default="default",
+                   help="smoothquant: default (per-token scales, the closest to fp32) or speed (one calibrated "
+                        "scale per node wherever the calibration texts keep min cosine 0.99 and overlap@10 0.96: "
+                        "faster, less faithful; docs/int8.md)")
     s.add_argument("--int8-static-tolerance", type=float, default=None, metavar="X",
                    help="smoothquant: give a node one calibrated activation scale (faster than per-token) when "
-                        "its simulated error is at most X times the per-token one (default 1.0: only where "
-                        "that costs no accuracy; 1.5-2 trade some agreement for speed)")
+                        "its simulated error is at most X times the per-token one (default: the profile's, 1.0 "
+                        "(only where that costs no accuracy) or, for speed, every node)")
     s.add_argument("--int8-embeddings", choices=["int8", "fp32"], default="int8",
                    help="int8: the word-embedding table as int8 with one scale per row, a quarter of its fp32 "
                         "bytes (default); fp32: as it is")

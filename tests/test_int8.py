@@ -139,14 +139,42 @@ def test_manifest_records_method_and_calibration(minilm_bundles):
         assert errors == sorted(errors) and errors[0] < cal["error_all_quantized"]
 
 
-def test_all_static_int8_is_exactly_batch_invariant(minilm_dir, tmp_path):
-    """--int8-static-tolerance inf: every node on one calibrated activation scale (the
-    fastest form, less faithful: no gate here); recorded as such, and exactly batch-invariant."""
-    export_model(str(minilm_dir), tmp_path / "b", ("int8",), int8_static_tolerance=float("inf"), force=True,
+def test_speed_profile_is_all_static_with_biases_in_the_gemm_and_exactly_batch_invariant(minilm_dir, tmp_path):
+    """--int8-profile speed (no gate here, so no search): every node on one calibrated
+    activation scale, recorded as such; each static GEMM followed by a layer norm, and each
+    QKV projection, adds its bias in its own epilogue, so no bias Add and no Q/V Add is left;
+    and exactly batch-invariant."""
+    import onnx
+
+    export_model(str(minilm_dir), tmp_path / "b", ("int8",), int8_profile="speed", force=True,
                  gates=["int8.min_cosine=0", "int8.overlap_at_10=0"], log=lambda _m: None)
     q = read_manifest(tmp_path / "b" / "int8").quantization
-    assert set(q["activation_modes"].values()) == {"static"} and q["calibration"]["static_tolerance"] == "inf"
+    assert q["profile"] == "speed" and q["calibration"]["static_tolerance"] == "inf"
+    assert set(q["activation_modes"].values()) == {"static"}
+    graph = onnx.load(str(tmp_path / "b" / "int8" / "model.onnx")).graph
+    gemms = [n for n in graph.node if n.op_type == "MatMulIntegerToFloat"]
+    with_bias = [n for n in gemms if len(n.input) > 6 and n.input[6]]
+    layers = sum(1 for n in graph.node if n.op_type == "Attention")
+    assert len(gemms) == 4 * layers and len(with_bias) == 3 * layers  # QKV, attention output, FFN output
+    assert not [n for n in graph.node if n.op_type == "Add" and "bias" in n.name]
     assert assert_batch_invariant(tmp_path / "b" / "int8", min_cos=0.999999) >= 0.999999
+
+
+def test_int8_profiles_are_validated_and_set_the_search_target(tmp_path):
+    from bowrt.errors import Int8SettingsError
+    from bowrt.export import parity
+    from bowrt.export.int8.search import search_target
+
+    assert int8.Int8Settings(profile="speed").static_tolerance == float("inf")
+    assert int8.Int8Settings().static_tolerance == int8.STATIC_TOLERANCE
+    assert int8.Int8Settings(profile="speed", static_tolerance=2.0).static_tolerance == 2.0
+    with pytest.raises(Int8SettingsError, match="unknown int8 profile 'fast'"):
+        int8.Int8Settings(profile="fast")
+    with pytest.raises(Int8SettingsError, match="does not apply to method 'dynamic'"):
+        int8.Int8Settings(profile="speed", method="dynamic")
+    assert search_target({}, "speed") == parity.INT8_SPEED_TARGET != search_target({})
+    assert search_target({"overlap_at_10": 0.0}, "speed") == {"min_cosine": parity.INT8_SPEED_TARGET["min_cosine"]}
+    assert search_target({"min_cosine": 0.999}, "speed")["min_cosine"] == 0.999  # a stricter gate raises it
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), "2"])
@@ -253,6 +281,10 @@ def test_static_matmul_on_its_own_graph():
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
     alone = _run_block(b, k, x[1:2, 1:2])
     np.testing.assert_array_equal(alone[0, 0], y[1, 1])
+    bias = rng.normal(size=n).astype(np.float32)  # with one A scale the epilogue adds the bias exactly
+    b = GraphBuilder("ids")
+    b.static_matmul("p", "x", w_q, w_scale, smooth=s, a=a, out="y", bias=bias)
+    np.testing.assert_allclose(_run_block(b, k, x), ref + bias, rtol=1e-4, atol=1e-4)
 
 
 def test_best_step_ships_the_first_step_meeting_the_target_else_the_most_faithful():

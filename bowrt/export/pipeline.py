@@ -329,7 +329,8 @@ def export_model(
     passage_max_length: int | None = None,
     gates: list[str] | dict[str, dict[str, float]] | None = None,
     int8_method: str = "smoothquant",
-    int8_static_tolerance: float = int8.STATIC_TOLERANCE,
+    int8_profile: str = "default",
+    int8_static_tolerance: float | None = None,
     int8_embeddings: str = "int8",
     eval_data: str | Path | None = None,
     eval_max_drop: float = eval_gate.DEFAULT_MAX_DROP,
@@ -337,17 +338,18 @@ def export_model(
 ) -> dict[str, Manifest]:
     """Export ``model`` into ``out/<variant>/`` bundles; returns their manifests.
 
-    ``int8_method``, ``int8_static_tolerance`` and ``int8_embeddings``: see
+    ``int8_method``, ``int8_profile``, ``int8_static_tolerance`` and ``int8_embeddings``: see
     :class:`bowrt.export.int8.Int8Settings` (static activation scales where they cost no
-    accuracy; the word embeddings as int8 per row, :mod:`bowrt.export.int8.embeddings`).
+    accuracy, or everywhere the speed profile's target allows; the word embeddings as int8
+    per row, :mod:`bowrt.export.int8.embeddings`).
 
-    Every variant is checked against PyTorch on the built-in probe set; one
-    that fails its gate raises :class:`ParityGateError` and writes nothing. ``eval_data`` and
-    ``eval_max_drop``: the retrieval gate on a labelled set (:mod:`bowrt.export.eval_gate`). Bad options
-    raise :class:`~bowrt.errors.ExportOptionError` subclasses before anything is loaded.
-    """
+    Every variant is checked against PyTorch on the built-in probe set; one that fails its gate raises
+    :class:`ParityGateError` and writes nothing. ``eval_data`` and ``eval_max_drop``: the retrieval gate on
+    a labelled set (:mod:`bowrt.export.eval_gate`). Bad options raise
+    :class:`~bowrt.errors.ExportOptionError` subclasses before anything is loaded."""
     variants = parse_variants(variants)
-    settings = int8.Int8Settings(method=int8_method, static_tolerance=int8_static_tolerance, embeddings=int8_embeddings)
+    settings = int8.Int8Settings(method=int8_method, profile=int8_profile, static_tolerance=int8_static_tolerance,
+                                 embeddings=int8_embeddings)
     gate_table = gates if isinstance(gates, dict) else parity.parse_gates(gates)
     eval_gate.check_options(variants, eval_data, eval_max_drop)
     out = Path(out)
@@ -360,10 +362,8 @@ def export_model(
         model, revision=revision, pooling=pooling, query_max_length=query_max_length, passage_max_length=passage_max_length
     )
     rules = TextRules(query_max_length=src.query_max_length, passage_max_length=src.passage_max_length)
-    log(
-        f"  {src.config.model_type}: {src.num_layers} layers, hidden {src.hidden_size}, {src.num_heads} heads; "
-        f"pooling {src.pooling}; max length query {rules.query_max_length} / passage {rules.passage_max_length}"
-    )
+    log(f"  {src.config.model_type}: {src.num_layers} layers, hidden {src.hidden_size}, {src.num_heads} heads; "
+        f"pooling {src.pooling}; max length query {rules.query_max_length} / passage {rules.passage_max_length}")
     with tempfile.TemporaryDirectory(prefix="bowrt-export-") as tmp:
         work = Path(tmp)
         tokenizer, fused, counts = _fused_graph(src, work, log)

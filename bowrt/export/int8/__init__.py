@@ -71,10 +71,10 @@ from bowrt.export.int8.choose import (
 from bowrt.export.int8.dynamic import quantize_dynamic_int8
 from bowrt.export.int8.gptq import ROUNDINGS, gptq_weights, round_weights
 from bowrt.export.int8.rewrite import QUANTIZE_OPSET, quantize_smooth
-from bowrt.export.int8.search import METHODS, CalibrationSet, Int8Settings, best_step, search_int8
+from bowrt.export.int8.search import METHODS, PROFILES, CalibrationSet, Int8Settings, best_step, search_int8
 
 __all__ = [
-    "ALPHA_GRID", "DEFAULT_ALPHA", "GELU_MIN", "METHODS", "MODES_ACT", "QUANTIZE_OPSET", "ROUNDINGS", "STATIC_TOLERANCE",
+    "ALPHA_GRID", "DEFAULT_ALPHA", "GELU_MIN", "METHODS", "MODES_ACT", "PROFILES", "QUANTIZE_OPSET", "ROUNDINGS", "STATIC_TOLERANCE",
     "CalibrationSet", "CalibrationStats", "Int8Settings", "Target",
     "activation_stats", "best_step", "choose_alphas", "choose_plan", "find_targets", "gptq_weights",
     "quantization_error", "quantize_dynamic_int8", "quantize_smooth", "round_weights", "search_int8",

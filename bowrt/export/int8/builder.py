@@ -83,17 +83,22 @@ class GraphBuilder:
         # (q - 128) * a = x_j / smooth_j: the smoothed input the (row-scaled) weights expect.
         return self.node("QuantizeLinear", [x, scale, self.const(f"{p}/x_zp", np.uint8(128))], f"{p}/q"), scale, 128
 
-    def int8_matmul(self, p: str, q: tuple[str, str, int], w_q: np.ndarray, w_scale: np.ndarray, out: str) -> str:
-        """``out = (q - zp) * scale @ (w_q * w_scale)``: int8 weights with one scale per output
-        channel, u8 x s8 (the AVX-512 VNNI form), GEMM and float epilogue in one kernel. Row
-        scales ([B, S, 1]) ride in as the A scale, broadcast by the kernel. (A separate Mul
-        after the GEMM measured no faster on the corpus and slower at batch 1.)"""
+    def int8_matmul(self, p: str, q: tuple[str, str, int], w_q: np.ndarray, w_scale: np.ndarray, out: str,
+                    bias: np.ndarray | None = None) -> str:
+        """``out = (q - zp) * scale @ (w_q * w_scale) [+ bias]``: int8 weights with one scale per
+        output channel, u8 x s8 (the AVX-512 VNNI form), GEMM and float epilogue in one kernel.
+        Row scales ([B, S, 1]) ride in as the A scale, broadcast by the kernel. (A separate Mul
+        after the GEMM measured no faster on the corpus and slower at batch 1.)
+
+        ``bias`` only with a scalar (static) A scale: ONNX Runtime 1.32 adds the bias in the
+        epilogue *before* it applies a non-scalar A scale, so a per-token node keeps its bias
+        outside (docs/int8.md, Rejected variants); with a scalar scale the epilogue is exact."""
         x_q, scale, zp = q
-        return self.node(
-            "MatMulIntegerToFloat",
-            [x_q, self.const(f"{p}/w_q", w_q), scale, self.const(f"{p}/w_scale", w_scale), self.const(f"{p}/a_zp", np.uint8(zp))],
-            out,
-        )
+        inputs = [x_q, self.const(f"{p}/w_q", w_q), scale, self.const(f"{p}/w_scale", w_scale),
+                  self.const(f"{p}/a_zp", np.uint8(zp))]
+        if bias is not None:
+            inputs += ["", self.const(f"{p}/bias", np.asarray(bias, np.float32))]  # no B zero point; bias is input 6
+        return self.node("MatMulIntegerToFloat", inputs, out)
 
     def per_token_matmul(self, p: str, x: str, w_q: np.ndarray, w_scale: np.ndarray, *, unsigned: bool, out: str) -> str:
         """Nodes for ``out = x @ (w_q * w_scale)``, activations ([B, S, K]) quantized with one
@@ -108,10 +113,11 @@ class GraphBuilder:
 
     def static_matmul(
         self, p: str, x: str, w_q: np.ndarray, w_scale: np.ndarray, *, smooth: np.ndarray | None, a: float, out: str,
+        bias: np.ndarray | None = None,
     ) -> str:
-        """Nodes for ``out = x @ (w_q * w_scale)`` with activations quantized by one calibrated
-        scale ``a`` for ``x / smooth`` (:meth:`quantize_static`)."""
-        return self.int8_matmul(p, self.quantize_static(p, x, smooth, a), w_q, w_scale, out)
+        """Nodes for ``out = x @ (w_q * w_scale) [+ bias]`` with activations quantized by one
+        calibrated scale ``a`` for ``x / smooth`` (:meth:`quantize_static`)."""
+        return self.int8_matmul(p, self.quantize_static(p, x, smooth, a), w_q, w_scale, out, bias=bias)
 
     def key_mask(self) -> str:
         """A bool [B, 1, S, S] tensor, True where a query may attend to a key (the key is not

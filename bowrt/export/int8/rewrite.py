@@ -145,10 +145,24 @@ def _rewrite_node(r: _Rewrite, node: Any, t: Target) -> None:
         if unsigned:
             _fold_gelu_shift(r, p, node, w_q=w_q, w_scale=w_scale, s=s)
         q = b.quantize_rows(p, x, w_q.shape[0], unsigned)
+    static = mode == "static"
     if t.op == "MatMul":
-        b.int8_matmul(p, q, w_q, w_scale, node.output[0])
+        b.int8_matmul(p, q, w_q, w_scale, node.output[0], bias=_take_next_bias(r, node) if static else None)
     else:
-        _attention(b, p, node, q, w_q=w_q, w_scale=w_scale, qkv_bias=qkv_bias)
+        _attention(b, p, node, q, w_q=w_q, w_scale=w_scale, qkv_bias=qkv_bias, fuse_bias=static)
+
+
+def _take_next_bias(r: _Rewrite, node: Any) -> np.ndarray | None:
+    """A static node's bias, taken out of the SkipLayerNormalization that adds it next (its
+    fifth input), for the GEMM's epilogue to add: one pass over the output fewer (the CPU
+    variants split that SkipLayerNormalization into bias Add, skip Add and LayerNormalization).
+    None where the next node is something else (e.g. BiasGelu, which adds its bias itself)."""
+    nxt = r.consumers.get(node.output[0], [])
+    if len(nxt) != 1 or nxt[0].op_type != "SkipLayerNormalization" or len(nxt[0].input) < 5 or not nxt[0].input[4]:
+        return None
+    bias = r.weights[nxt[0].input[4]]
+    nxt[0].input[4] = ""
+    return bias
 
 
 def _rounded(r: _Rewrite, t: Target, w: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -193,6 +207,7 @@ def _describe(
         # null: that node is not smoothed (no outlier channels worth an extra pass)
         "smoothquant_alpha": {k: alpha[k] for k in sorted(alpha)} if isinstance(alpha, dict) else alpha,
         "post_gelu": f"per-token nodes: unsigned, shifted by {GELU_MIN}",
+        "static_bias": "static nodes add their bias in the GEMM's epilogue (exact with one A scale)",
         "quantized_nodes": n_targets - len(keep_fp32),
         "fp32_nodes": sorted(keep_fp32),
     }
@@ -200,6 +215,7 @@ def _describe(
 
 def _attention(
     b: GraphBuilder, p: str, node: Any, q: tuple[str, str, int], *, w_q: np.ndarray, w_scale: np.ndarray, qkv_bias: np.ndarray,
+    fuse_bias: bool = False,
 ) -> None:
     """The fused Attention's replacement: the int8 QKV projection, ``Split``, then ONNX
     ``Attention`` (opset 23) on 3-D Q, K, V with a bool key mask.
@@ -213,7 +229,9 @@ def _attention(
     - K: dropped. q.(k + b_k) = q.k + q.b_k adds the same number to every score in a
       query's row, and softmax does not change under that (exact in real arithmetic).
     (Folding b_v through the softmax into the output projection's bias would save the V
-    Add, but it changes what that projection quantizes; on MiniLM it measured no closer.)"""
+    Add, but it changes what that projection quantizes; on MiniLM it measured no closer.)
+    ``fuse_bias`` (static QKV, one scalar A scale): the whole bias goes into the GEMM's
+    epilogue instead, which is exact there, and both Adds go away."""
     from onnx import helper
 
     attrs = {a.name: a for a in node.attribute}
@@ -224,13 +242,14 @@ def _attention(
     heads = attrs["num_heads"].i
     extra = {"scale": attrs["scale"].f} if "scale" in attrs and attrs["scale"].f else {}
     hidden = w_q.shape[1] // 3
-    qkv = b.int8_matmul(p, q, w_q, w_scale, f"{p}/qkv")
+    qkv = b.int8_matmul(p, q, w_q, w_scale, f"{p}/qkv", bias=qkv_bias if fuse_bias else None)
     query, key, value = f"{p}/query", f"{p}/key", f"{p}/value"
     b.nodes.append(helper.make_node(
         "Split", [qkv, b.const(f"{p}/qkv_sizes", np.array([hidden] * 3, np.int64))], [query, key, value], name=f"{p}/split", axis=-1,
     ))
-    query = b.node("Add", [query, b.const(f"{p}/query_bias", qkv_bias[:hidden].astype(np.float32))], f"{p}/query_biased")
-    value = b.node("Add", [value, b.const(f"{p}/value_bias", qkv_bias[2 * hidden:].astype(np.float32))], f"{p}/value_biased")
+    if not fuse_bias:
+        query = b.node("Add", [query, b.const(f"{p}/query_bias", qkv_bias[:hidden].astype(np.float32))], f"{p}/query_biased")
+        value = b.node("Add", [value, b.const(f"{p}/value_bias", qkv_bias[2 * hidden:].astype(np.float32))], f"{p}/value_biased")
     b.node("Attention", [query, key, value, b.key_mask()], node.output[0], q_num_heads=heads, kv_num_heads=heads, **extra)
 
 

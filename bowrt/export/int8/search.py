@@ -22,28 +22,43 @@ from bowrt.export.int8.isa import exact_graph
 from bowrt.export.int8.rewrite import quantize_smooth
 
 METHODS = ("smoothquant", "dynamic")
+# What each profile starts from and aims for. "default": static nodes only where the
+# simulation says they cost nothing, and the search target parity.INT8_SEARCH_TARGET.
+# "speed": every node static (one calibrated scale, bias in the GEMM's epilogue: the
+# fewest passes stock ONNX Runtime can run), moved to per-token or fp32 by the search only
+# until the calibration texts meet parity.INT8_SPEED_TARGET.
+PROFILES = ("default", "speed")
 Log = Callable[[str], None]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Int8Settings:
-    """How the int8 variant is built (``bowrt export --int8-method``, ``--int8-static-tolerance``,
-    ``--int8-embeddings``).
+    """How the int8 variant is built (``bowrt export --int8-method``, ``--int8-profile``,
+    ``--int8-static-tolerance``, ``--int8-embeddings``).
 
-    ``static_tolerance``: a smoothquant node gets one calibrated activation scale (faster)
-    instead of per-token scales when its simulated error is at most this many times the
-    per-token one; 1.0 (default) only where that costs no accuracy."""
+    ``profile``: "default" or "speed" (:data:`PROFILES`). ``static_tolerance``: a smoothquant
+    node gets one calibrated activation scale (faster) instead of per-token scales when its
+    simulated error is at most this many times the per-token one; None takes the profile's
+    (default 1.0, only where that costs no accuracy; speed: every node)."""
 
     method: str = "smoothquant"
-    static_tolerance: float = STATIC_TOLERANCE
+    profile: str = "default"
+    static_tolerance: float | None = None
     # The word-embedding table: int8 with one scale per row (a quarter of the fp32 bytes), or fp32.
     embeddings: str = "int8"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise Int8SettingsError(f"unknown int8 method {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.profile not in PROFILES:
+            raise Int8SettingsError(f"unknown int8 profile {self.profile!r}; valid: {', '.join(PROFILES)}")
+        if self.profile != "default" and self.method != "smoothquant":
+            raise Int8SettingsError(f"int8 profile {self.profile!r} is a smoothquant profile; it does not apply to "
+                                    f"method {self.method!r}")
         if self.embeddings not in EMBEDDINGS:
             raise Int8SettingsError(f"unknown int8 embeddings {self.embeddings!r}; valid: {', '.join(EMBEDDINGS)}")
+        if self.static_tolerance is None:
+            object.__setattr__(self, "static_tolerance", math.inf if self.profile == "speed" else STATIC_TOLERANCE)
         tolerance = self.static_tolerance
         if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
             raise Int8SettingsError(f"int8 static tolerance must be a number >= 0, got {tolerance!r}")
@@ -116,11 +131,12 @@ class _Search:
         return [{"node": n, "error_left_if_fp32": left[n]} for n in order]
 
 
-def search_target(gates: dict[str, float]) -> dict[str, float]:
-    """What the search aims for on the calibration texts: parity.INT8_SEARCH_TARGET, raised
-    to the variant's gates. A gate set to 0 (e.g. ranking agreement on random weights) is
-    not searched for either."""
-    return {k: max(v, gates.get(k, 0.0)) for k, v in parity.INT8_SEARCH_TARGET.items() if gates.get(k, 1.0) > 0}
+def search_target(gates: dict[str, float], profile: str = "default") -> dict[str, float]:
+    """What the search aims for on the calibration texts: the profile's target
+    (parity.INT8_SEARCH_TARGET, or INT8_SPEED_TARGET for "speed"), raised to the variant's
+    gates. A gate set to 0 (e.g. ranking agreement on random weights) is not searched for either."""
+    base = parity.INT8_SPEED_TARGET if profile == "speed" else parity.INT8_SEARCH_TARGET
+    return {k: max(v, gates.get(k, 0.0)) for k, v in base.items() if gates.get(k, 1.0) > 0}
 
 
 def search_int8(
@@ -141,7 +157,7 @@ def search_int8(
     log(f"  calibrating on {len(cal.q_ids) + len(cal.p_ids)} texts ...")
     stats = activation_stats(fused, targets, batches)
     alphas, modes = choose_plan(model, stats, tolerance=settings.static_tolerance)
-    target = search_target(gates)
+    target = search_target(gates, settings.profile)
     max_fp32 = max(1, round(len(targets) * parity.INT8_MAX_FP32_FRACTION))
     s = _Search(fused, path, cal=cal, stats=stats, alphas=alphas, modes=modes, targets=targets, log=log)
 
@@ -163,6 +179,7 @@ def search_int8(
         modes.update(chosen_modes)
         log(f"  target missed; shipping search step {chosen} (the best on the calibration texts)")
         info, _ = s.build(keep)
+    info["profile"] = settings.profile
     info["calibration"] = {
         **cal.texts.describe(), "tokens": stats.tokens, "search_target": target, "max_fp32_nodes": max_fp32,
         "static_tolerance": settings.static_tolerance if math.isfinite(settings.static_tolerance) else "inf",  # strict JSON
