@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from bowrt.errors import OptionError
+
 from benchmarks.harness import machine, report, rounds, systems, usage, workloads
 from benchmarks.harness.adapters import common
 from benchmarks.harness.cli import main
@@ -158,6 +160,10 @@ def test_micro_run_torch_vs_bowrt_with_an_unavailable_peer(tiny_bundles, tiny_mo
     for wl in ("latency", "batch32x128", "corpus"):
         assert set(res["workloads"][wl]["results"]) == {"torch", "bowrt-fp32"}
     assert res["workloads"]["corpus"]["results"]["bowrt-fp32"]["items_per_s"]["median"] > 0
+    buckets = res["workloads"]["corpus"]["buckets"]  # on by default: the corpus by length, every passage once
+    assert sum(b["passages"] for b in buckets.values()) == res["workloads"]["corpus"]["items"]
+    assert all(b["results"]["bowrt-fp32"]["paired"]["n"] == 1 for b in buckets.values())
+    assert res["workloads"]["latency"]["results"]["bowrt-fp32"]["paired_per_call"]["peers"] == ["torch"]
     lat = res["workloads"]["latency"]["results"]["bowrt-fp32"]
     assert lat["p50_ms"]["n"] == 1 and len(lat["samples_ms"]) == res["workloads"]["latency"]["calls"]
     ov = res["overhead"]["bowrt-fp32"]
@@ -399,9 +405,9 @@ def test_worker_figures_are_the_time_inside_the_worker():
     from benchmarks.harness.config import LATENCY_WARM_CALLS
 
     rec = {"latency": {"p": [[9.0] * 5]}, "corpus": {"p": [7.0]}}
-    calls = [(0.010 + i, 0.002) for i in range(LATENCY_WARM_CALLS + 2)]
-    rounds.inside_worker("p", "latency", rec, calls)
-    assert rec["latency"]["p"][-1] == [2.0, 2.0]  # warm-up calls dropped, inner ms
+    calls = [(0.010 + i, 0.002 * (i + 1)) for i in range(LATENCY_WARM_CALLS + 2)]
+    rounds.inside_worker("p", "latency", rec, calls, kept=[LATENCY_WARM_CALLS, LATENCY_WARM_CALLS + 1])
+    assert rec["latency"]["p"][-1] == pytest.approx([2.0 * (LATENCY_WARM_CALLS + 1), 2.0 * (LATENCY_WARM_CALLS + 2)])
     rounds.inside_worker("p", "corpus", rec, [(3.5, 3.0)])
     assert rec["corpus"]["p"] == [3.0]
     summary = rounds.ipc_summary(rec["ipc"])
@@ -419,17 +425,18 @@ def test_report_lists_the_peers_that_ran_in_the_worker(tmp_path):
 
 
 def test_runner_times_a_worker_system_inside_the_worker(tiny_bundles):
-    from benchmarks.harness.config import LATENCY_WARM_CALLS
+    from benchmarks.harness.config import LATENCY_BLOCK, LATENCY_WARM_CALLS
     from benchmarks.harness.peer_client import WorkerSystem
 
     w = WorkerSystem(SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"]), threads=1), sys.executable)
     texts = workloads.make_texts(tiny_bundles["fp32"] / "tokenizer.json", queries=8, corpus=8, seed=3)
-    cfg = BenchConfig(quick=True)
+    cfg = BenchConfig(quick=True, buckets=False)  # the buckets' calls, inside the worker too: test_corpus_buckets_are_...
     rec: dict = {}
     try:
         rounds.run_workload("w", w, "latency", texts, cfg, rec)
         lat = rec["latency"]["w"][-1]  # warm-up calls dropped, milliseconds inside the worker
-        assert len(lat) == cfg.latency_calls and lat == [inner * 1000 for _, inner in w.calls[LATENCY_WARM_CALLS:]]
+        counted = [j for j in range(len(w.calls)) if j % LATENCY_BLOCK >= LATENCY_WARM_CALLS][: cfg.latency_calls]
+        assert len(lat) == cfg.latency_calls and lat == [w.calls[j][1] * 1000 for j in counted]
         rounds.run_workload("w", w, "corpus", texts, cfg, rec)
         assert len(w.calls) == 1 and rec["corpus"]["w"] == [w.calls[0][1]]  # the corpus call, inside the worker
     finally:
@@ -597,3 +604,251 @@ def test_bench_paired_pairs_the_kth_runs_and_inverts_latency():
     assert got[("latency", "bowrt-int8")] == pytest.approx([1.25, 1.0])  # 10 ms -> 8 ms is 1.25x faster
     assert got[("corpus", "bowrt-int8")] == pytest.approx([1.1, 1.0])
     assert ("corpus", "torch") not in got  # no figure on either side: no ratio
+
+
+# --- issue 26: interleaved batch-1 latency, the corpus by length, the frontier plots -------------
+class _Clock:
+    """A clock that moves only when a fake system works: exact, repeatable timings (stands in for ``time``)."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def perf_counter(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        pass
+
+
+class _Fake:
+    """A system whose call costs ``ms(texts)`` on the clock; it logs (name, first text) per call and
+    raises on its ``fail_at``-th call."""
+
+    batching, sorts_by_length, model_bytes = "b", True, 1
+
+    def __init__(self, name, clock, order, ms, fail_at=None):
+        self.name, self.clock, self.order, self.ms, self.fail_at, self.n = name, clock, order, ms, fail_at, 0
+
+    def encode(self, texts, kind):
+        self.order.append((self.name, texts[0]))
+        self.n += 1
+        if self.n == self.fail_at:
+            raise RuntimeError("boom")
+        self.clock.t += self.ms(texts) / 1000.0
+        return np.zeros((len(texts), 4), np.float32)
+
+
+class _FakeBowrt(_Fake):
+    """Keeps (seconds, timings) per call while ``record`` is set, as BowrtSystem does."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.record, self.log = False, []
+
+    def encode(self, texts, kind):
+        t0 = self.clock.t
+        out = super().encode(texts, kind)
+        if self.record:
+            self.log.append((self.clock.t - t0, "timings"))
+        return out
+
+
+class _FakeWorker(_Fake):
+    """A peer worker: ``calls`` gets (round trip s, inside the worker s); the worker's share is ``inner`` of it."""
+
+    def __init__(self, *args, inner=0.5, **kw):
+        super().__init__(*args, **kw)
+        self.calls, self.inner = [], inner
+
+    def encode(self, texts, kind):
+        t0 = self.clock.t
+        out = super().encode(texts, kind)
+        self.calls.append((self.clock.t - t0, (self.clock.t - t0) * self.inner))
+        return out
+
+
+@pytest.fixture()
+def fake_clock(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(workloads, "time", clock)
+    monkeypatch.setattr(rounds, "PAUSE_S", 0.0)
+    return clock
+
+
+def _texts(corpus_tokens: list[int], queries: int = 7) -> workloads.Texts:
+    corpus = [" ".join(["w"] * n) for n in corpus_tokens]  # a passage's token count is its word count here
+    return workloads.Texts([f"q{i}?" for i in range(queries)], [8] * queries, ["b"] * 32, [128] * 32, corpus, corpus_tokens)
+
+
+def test_latency_is_interleaved_in_turns_and_a_failing_system_leaves_the_others_samples(fake_clock):
+    from benchmarks.harness import gather
+    from benchmarks.harness.config import LATENCY_BLOCK, LATENCY_WARM_CALLS
+
+    order: list = []
+    fail_at = LATENCY_BLOCK + 5  # st raises in its second turn of round 1
+    loaded = {"torch": _Fake("torch", fake_clock, order, lambda t: 3.0),
+              "ct2-int8": _FakeWorker("ct2-int8", fake_clock, order, lambda t: 4.0, inner=0.5),  # 2 ms inside
+              "bowrt-fp32": _FakeBowrt("bowrt-fp32", fake_clock, order, lambda t: 1.0),
+              "st": _Fake("st", fake_clock, order, lambda t: 0.5, fail_at=fail_at)}
+    info = {n: {"status": "ok"} for n in loaded}
+    texts, cfg = _texts([30] * 4), BenchConfig(quick=True, workloads=("latency",), rounds=2)
+    rec = rounds.measured_rounds(loaded, info, texts, cfg, lambda m: None)
+    q, block = texts.queries, LATENCY_BLOCK
+    # Turn t: each system makes calls t*block .. (t+1)*block - 1 (call j: query j), the order rotated a turn.
+    assert order[:2 * block] == [("torch", q[j % len(q)]) for j in range(block)] + [
+        ("ct2-int8", q[j % len(q)]) for j in range(block)]
+    names, turns, expected = list(info), -(-cfg.latency_calls // (block - LATENCY_WARM_CALLS)), []
+    for r in range(2):
+        for t in range(turns):
+            alive = names if (r, t) <= (0, 1) else names[:3]  # st raised in turn 2 of round 1: it leaves
+            k = (t + r) % len(alive)
+            for n in alive[k:] + alive[:k]:
+                last = fail_at if n == "st" and (r, t) == (0, 1) else (t + 1) * block  # st: up to the call that raised
+                expected += [(n, q[j % len(q)]) for j in range(t * block, last)]
+    assert order == expected
+    assert "st" not in loaded and info["st"]["status"] == "unavailable" and "round 1 (latency)" in info["st"]["reason"]
+    lat = rec["latency"]
+    assert set(lat) == {"torch", "ct2-int8", "bowrt-fp32"} and all(len(v) == 2 for v in lat.values())
+    for n, ms in (("torch", 3.0), ("ct2-int8", 2.0), ("bowrt-fp32", 1.0)):  # ct2: the time inside the worker
+        assert [len(r) for r in lat[n]] == [cfg.latency_calls] * 2 and np.allclose(lat[n], ms), n
+    assert len(rec["timings"]["bowrt-fp32"]) == 2 * cfg.latency_calls  # the overhead table's calls, warm-up dropped
+    assert np.allclose(rec["ipc"]["ct2-int8"]["latency"], 2.0) and len(rec["ipc"]["ct2-int8"]["latency"]) == 2 * turns * block
+    got = gather.latency_results(lat, texts, {"latency": 1.0}, {}, cfg)["results"]
+    assert got["bowrt-fp32"]["paired_per_call"]["median"] == pytest.approx(2.0)  # against ct2's 2 ms, not torch's 3
+    assert got["bowrt-fp32"]["paired_per_call"]["peers"] == ["ct2-int8"] * 2 and "paired_per_call" not in got["torch"]
+
+
+def test_latency_turns_count_the_same_calls_of_every_system_and_drop_each_turns_first():
+    seen: dict = {}
+
+    def enc(name):
+        def f(texts, kind):
+            seen.setdefault(name, []).append(texts[0])
+            return np.zeros((1, 2), np.float32)
+        return f
+
+    samples, kept, failed = workloads.interleaved_latency({"a": enc("a"), "b": enc("b")}, [f"q{i}" for i in range(5)], 7,
+                                                          block=4, warm=1)
+    assert kept == [1, 2, 3, 5, 6, 7, 9] and not failed  # 3 counted per turn, 7 in all
+    assert seen["a"] == seen["b"] == [f"q{j % 5}" for j in range(12)]  # call j of each: the same query
+    assert all(len(v) == 12 for v in samples.values())
+    with pytest.raises(OptionError, match="leaves none counted"):
+        workloads.interleaved_latency({"a": enc("a")}, ["q"], 3, block=2, warm=2)
+
+
+def test_paired_per_call_is_against_the_fastest_peer_of_each_round():
+    from benchmarks.harness.gather import paired_per_call
+
+    # Round 1: st has the lower p50 (10 vs 12); round 2: ct2 (20 vs 30). Over both rounds ct2's median p50
+    # is lower (16 vs 20): pairing every round with ct2 would give 2.4 in round 1.
+    rec = {"st": [[10.0, 10.0, 10.0], [30.0, 30.0, 30.0]], "ct2-int8": [[12.0, 40.0, 12.0], [20.0, 20.0, 20.0]],
+           "bowrt-int8": [[5.0, 5.0, 5.0], [10.0, 10.0, 10.0]]}
+    got = paired_per_call(rec)
+    assert set(got) == {"bowrt-int8"}
+    assert got["bowrt-int8"]["rounds"] == pytest.approx([2.0, 2.0]) and got["bowrt-int8"]["peers"] == ["st", "ct2-int8"]
+    assert got["bowrt-int8"]["median"] == pytest.approx(2.0) and got["bowrt-int8"]["n"] == 2
+    # The median of per-call ratios, not the ratio of p50s (10 / 3 here): calls pair up by turn.
+    one = paired_per_call({"st": [[10.0, 10.0, 10.0, 1.0, 100.0]], "bowrt-fp32": [[3.0, 1.0, 2.0, 5.0, 4.0]]})
+    assert one["bowrt-fp32"]["median"] == pytest.approx(5.0)
+    assert paired_per_call({"bowrt-fp32": [[1.0]]}) == {}  # no peer, no ratio
+
+
+def test_corpus_buckets_partition_the_corpus_by_token_count():
+    from benchmarks.harness.config import CORPUS_BUCKETS
+
+    tokens = [64, 65, 20, 128, 129, 256, 100, 300]
+    texts = _texts(tokens)
+    got = workloads.corpus_buckets(texts, CORPUS_BUCKETS)
+    assert list(got) == ["<=64", "65-128", "129-256"]
+    assert got["<=64"][1] == [64, 20] and got["65-128"][1] == [65, 128, 100]
+    assert got["129-256"][1] == [129, 256, 300]  # anything longer goes to the last bucket
+    assert got["65-128"][0] == [texts.corpus[i] for i in (1, 3, 6)]  # the same texts, in corpus order
+    placed = [p for passages, _ in got.values() for p in passages]
+    assert sorted(placed) == sorted(texts.corpus) and len(placed) == len(texts.corpus)  # each exactly once
+    assert list(workloads.corpus_buckets(_texts([20, 30]), CORPUS_BUCKETS)) == ["<=64"]  # empty buckets left out
+
+
+def test_corpus_buckets_are_measured_after_the_corpus_and_paired_with_each_buckets_fastest_peer(fake_clock):
+    from benchmarks.harness import gather
+
+    def per_token(short: float, long: float):
+        return lambda texts: sum((short if len(t.split()) <= 64 else long) * len(t.split()) for t in texts)
+
+    order: list = []
+    loaded = {"st": _Fake("st", fake_clock, order, per_token(0.1, 1.0)),  # fast on short passages only
+              "ct2-int8": _FakeWorker("ct2-int8", fake_clock, order, per_token(1.0, 1.0), inner=0.5),  # 0.5 inside
+              "bowrt-fp32": _Fake("bowrt-fp32", fake_clock, order, per_token(0.25, 0.25))}
+    info = {n: {"status": "ok"} for n in loaded}
+    texts = _texts([30, 200, 40, 100, 60, 250])
+    cfg = BenchConfig(workloads=("corpus",), rounds=2)
+    assert "corpus_buckets" not in rounds.warm_up(loaded, info, texts, cfg, lambda m: None)  # none in the warm-up
+    rec = rounds.measured_rounds(loaded, info, texts, cfg, lambda m: None)
+    assert rec["corpus"]["ct2-int8"] == pytest.approx([0.5 * sum(texts.corpus_tokens) / 1000] * 2)  # inside the worker
+    assert rec["corpus_buckets"]["ct2-int8"]["<=64"] == pytest.approx([0.5 * 130 / 1000] * 2)
+    assert rec["corpus_buckets"]["st"]["65-128"] == pytest.approx([1.0 * 100 / 1000] * 2)
+    out = gather.gather(rec, texts, {"corpus": 1.0}, {}, cfg)["corpus"]["buckets"]
+    assert {lb: b["passages"] for lb, b in out.items()} == {"<=64": 3, "65-128": 1, "129-256": 2}
+    bowrt = {lb: b["results"]["bowrt-fp32"] for lb, b in out.items()}
+    assert bowrt["<=64"]["items_per_s"]["median"] == pytest.approx(3 / (0.25 * 130 / 1000))
+    assert bowrt["<=64"]["paired"]["median"] == pytest.approx(0.4)  # st's 0.1 ms/token, not ct2's 0.5
+    assert bowrt["65-128"]["paired"]["median"] == pytest.approx(2.0)  # ct2's 0.5, not st's 1.0
+    assert bowrt["129-256"]["paired"]["n"] == 2 and "paired" not in out["<=64"]["results"]["st"]
+
+
+def _frontier_result() -> dict:
+    res = _fake_result()
+    s = report.summarize
+    for wl, v in (("corpus", 120.0), ("latency", 2.0)):
+        metric = "items_per_s" if wl == "corpus" else "p50_ms"
+        res["workloads"][wl]["results"]["bowrt-int8"] = {metric: s([v, v * 1.1]), "rounds": [v, v * 1.1]}
+        res["workloads"][wl]["results"]["st"] = {metric: s([v / 2]), "rounds": [v / 2, v / 2]}  # no accuracy figure
+    res["systems"]["bowrt-int8"] = {"status": "ok", "precision": "int8"}
+    res["systems"]["st"] = {"status": "ok", "precision": "fp32"}
+    ok = {"status": "ok", "mean_cosine": 1.0, "overlap_at_10": 1.0, "batch_invariance_min_cosine": 1.0}
+    res["accuracy"]["results"].update({"torch": {**ok, "min_cosine": 1.0}, "bowrt-int8": {**ok, "min_cosine": 0.9995}})
+    res["workloads"]["corpus"]["buckets"] = {lb: {"passages": 10, "results": {
+        n: {"items_per_s": s([f * v]), "rounds": [f * v], **({"paired": s([f])} if n.startswith("bowrt") else {})}
+        for n, v in (("torch", 50.0), ("st", 60.0), ("bowrt-fp32", 80.0), ("bowrt-int8", 90.0))}}
+        for lb, f in (("<=64", 2.0), ("65-128", 1.0))}
+    lat = res["workloads"]["latency"]["results"]
+    lat["torch"]["rounds"], lat["bowrt-fp32"]["rounds"] = [10.0, 11.0], [4.0, 4.4]
+    lat["bowrt-fp32"]["paired_per_call"] = s([2.5, 2.4])
+    return res
+
+
+def test_frontier_plots_leave_out_systems_without_accuracy(tmp_path):
+    from benchmarks.harness import frontier
+    from benchmarks.harness.summary import MAX_LINES, summary
+
+    res = _frontier_result()
+    assert [p[0] for p in frontier.frontier_points(res, "corpus")] == ["torch", "bowrt-fp32", "bowrt-int8"]  # no st
+    assert [p[0] for p in frontier.frontier_points(res, "corpus", "<=64")] == ["torch", "bowrt-fp32", "bowrt-int8"]
+    paths = report.write_report(res, tmp_path)
+    for name in ("frontier_corpus", "frontier_latency"):
+        assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = paths["md"].read_text()
+    assert "](frontier_corpus.png)" in md and "](frontier_latency.png)" in md
+    assert "## Corpus by passage length" in md and "| bowrt-int8 | 180 | 90 | 2 | 1 |" in md
+    assert "x best peer, per call" in md and "| 2.45 [2.4–2.5] |" in md
+    lines = summary(res, "r")
+    assert len(lines) <= MAX_LINES
+    assert "  bowrt-int8, corpus by length (tokens): <=64 2x, 65-128 1x" in lines, lines
+    assert any(ln.startswith("  bowrt-fp32, batch 1:") and ln.endswith("call against call 2.45x [2.4–2.5]") for ln in lines)
+    res["accuracy"] = None  # no accuracy table: no frontier, and no error
+    paths = report.write_report(res, tmp_path / "no-accuracy")
+    assert "frontier_corpus" not in paths and "Speed against accuracy" not in paths["md"].read_text()
+
+
+def test_bowrt_system_names_carry_the_int8_profile():
+    from types import SimpleNamespace
+
+    from benchmarks.harness.resolve import bundle_variant
+    from benchmarks.harness.spec import bowrt_variant
+
+    assert [bowrt_variant(n) for n in ("bowrt-int8", "bowrt-int8-2", "bowrt-int8-speed", "bowrt-int8-speed-3")] == [
+        "int8", "int8", "int8-speed", "int8-speed"]
+    assert systems.precision("bowrt-int8-speed") == "int8" and systems.precision("bowrt-fp32-1") == "fp32"
+    speed = SimpleNamespace(variant="int8", quantization={"profile": "speed"})
+    assert bundle_variant(speed) == "int8-speed"
+    assert bundle_variant(SimpleNamespace(variant="int8", quantization={"method": "smoothquant"})) == "int8"  # 0.4 bundles
+    assert bundle_variant(SimpleNamespace(variant="fp32", quantization=None)) == "fp32"

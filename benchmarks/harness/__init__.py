@@ -16,8 +16,8 @@ The modules, from the bottom up (each imports only those above it in this list):
   ``peer_worker`` (the worker process), ``coldstart`` (one fresh process per system);
 - ``resolve`` (model, bundles, specs), ``budget`` (duration estimate, ``--quick``'s cut),
   ``rounds`` (warm-up and interleaved rounds), ``gather`` (medians per workload),
-  ``accuracy`` (against PyTorch on real weights), ``report``/``plots``/``summary``
-  (results.json, results.md, PNGs, the terminal's summary);
+  ``accuracy`` (against PyTorch on real weights), ``frontier`` (speed against accuracy plots),
+  ``report``/``plots``/``summary`` (results.json, results.md, PNGs, the terminal's summary);
 - ``runner`` (the run), ``cli`` (its command line), ``demo`` (``make demo``).
 
 ``tests/test_shape.py`` checks that no import cycle exists here or in ``bowrt/``.

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from benchmarks.harness import models, systems
-from benchmarks.harness.spec import SystemSpec, Unavailable, is_bowrt
+from benchmarks.harness.spec import SystemSpec, Unavailable, bowrt_variant, is_bowrt
 from bowrt.export.parity import compare, cosines
 from bowrt.export.probes import load_text_set
 
@@ -75,7 +75,7 @@ def run_accuracy(names: list[str], threads: int, work: Path, log: Callable[[str]
     ``third_party_log``: where the peers' libraries print while they build and load.
     """
     folder = models.minilm_folder()
-    variants = tuple(sorted({n.split("-")[1] for n in names if is_bowrt(n)} - {"fp16"})) or ("fp32",)
+    variants = tuple(sorted({bowrt_variant(n) for n in names if is_bowrt(n)} - {"fp16"})) or ("fp32",)
     results: dict[str, Any] = {}
     try:
         bundles = models.ensure_bundles(folder, variants, None, log)
@@ -92,7 +92,7 @@ def run_accuracy(names: list[str], threads: int, work: Path, log: Callable[[str]
             continue
         spec = replace(base, name=name)
         if is_bowrt(name):
-            variant = name.split("-")[1]
+            variant = bowrt_variant(name)
             if variant not in bundles:
                 results[name] = {"status": "unavailable", "reason": f"no MiniLM {variant} bundle on this machine"}
                 continue

@@ -15,6 +15,8 @@ from benchmarks.harness import machine, systems, workloads
 from benchmarks.harness.config import (
     CLIENTS,
     GUESSED_EFFICIENCY,
+    LATENCY_BLOCK,
+    LATENCY_BLOCK_PAUSE_S,
     LATENCY_WARM_CALLS,
     MODES,
     PAUSE_S,
@@ -52,8 +54,10 @@ def estimate_s(cfg: BenchConfig, names: list[str], flops: dict[str, float], rate
     per_round = mem = 0.0
     for n in names:
         lat = (latency_s or {}).get(n) or max(flops["latency"] / rate[n], 0.002)
-        heavy = (flops["batch32x128"] * ("batch32x128" in cfg.workloads) + flops["corpus"] * ("corpus" in cfg.workloads)) / rate[n]
-        per_round += lat * (cfg.latency_calls + LATENCY_WARM_CALLS) * ("latency" in cfg.workloads) + heavy + PAUSE_S
+        corpus = flops["corpus"] * ("corpus" in cfg.workloads) * (2 if cfg.buckets else 1)  # the buckets: the corpus again
+        heavy = (flops["batch32x128"] * ("batch32x128" in cfg.workloads) + corpus) / rate[n]
+        turns = -(-cfg.latency_calls // (LATENCY_BLOCK - LATENCY_WARM_CALLS)) * ("latency" in cfg.workloads)
+        per_round += (lat * LATENCY_BLOCK + LATENCY_BLOCK_PAUSE_S) * turns + heavy + PAUSE_S
         if is_bowrt(n) and "concurrent" in cfg.workloads:
             per_round += len(CLIENTS) * len(MODES) * (cfg.concurrent_s + 0.1)
         # A fresh interpreter: torch and transformers take ~10 s to import on a small machine.

@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
                    help="parity gate override for the bundles exported here (repeatable); the twin gets the random-weight gates")
     p.add_argument("--no-accuracy", action="store_true", help="skip the accuracy table (MiniLM)")
     p.add_argument("--no-memory", action="store_true", help="skip cold start and peak RSS (one process per system)")
+    p.add_argument("--no-buckets", action="store_true",
+                   help="skip the corpus by passage length (one more call per bucket after each corpus call)")
     p.add_argument("-o", "--out", default="results", metavar="DIR", help="output folder (default: results/)")
     return p
 
@@ -61,7 +63,7 @@ def main(argv: list[str]) -> int:
     cfg = BenchConfig(
         bundles=tuple(args.bundles), model=args.model, against=args.against, workloads=args.workloads,
         rounds=args.rounds, corpus=args.corpus, quick=args.quick, threads=args.threads, out=args.out, gates=tuple(args.gate),
-        device=args.device, accuracy=not args.no_accuracy, memory=not args.no_memory,
+        device=args.device, accuracy=not args.no_accuracy, memory=not args.no_memory, buckets=not args.no_buckets,
     )
     try:
         run(cfg)

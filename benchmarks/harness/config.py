@@ -8,7 +8,19 @@ WORKLOADS = ("latency", "batch32x128", "corpus", "concurrent")
 DEFAULT_AGAINST = ("torch", "torch-bf16", "st", "st-onnx", "ort-qint8", "optimum", "fastembed", "ct2", "openvino", "llama.cpp")
 CLIENTS = (1, 4, 16, 64)  # closed-loop clients of the concurrency workload
 MODES = ("batched", "direct")
-LATENCY_WARM_CALLS = 3  # dropped at the start of every latency run
+# Batch-1 latency runs the systems in turns of LATENCY_BLOCK consecutive calls each (the same
+# queries for every system), the order rotating by one system a turn. Call by call measured
+# 2-3x the latency a system has alone (AMD EPYC, avx512_vnni, 2 threads: 23 ms against 7.9 ms
+# for one bowrt int8 session between two others, and still 15 ms with a 30 ms gap), because
+# the previous system's idle intra-op threads spin; in turns of 16 calls, after a
+# LATENCY_BLOCK_PAUSE_S pause and with the first LATENCY_WARM_CALLS calls of each turn not
+# counted, each system measured what it does alone (7.6 / 7.0 / 6.5 ms against 8.9 / 7.3 / 6.8).
+LATENCY_BLOCK = 16
+LATENCY_WARM_CALLS = 2  # not counted at the start of every turn (the previous system's threads still spin)
+LATENCY_BLOCK_PAUSE_S = 0.05  # untimed, before every turn
+# Passage-length buckets of the corpus (tokens with [CLS]/[SEP]): (label, largest length). A passage
+# goes to the first bucket it fits; the last takes anything longer (passages are cut at 256 anyway).
+CORPUS_BUCKETS = (("<=64", 64), ("65-128", 128), ("129-256", 256))
 PAUSE_S = 0.2  # between systems: lets the previous one's spinning worker threads go idle
 QUICK_BUDGET_S = 120.0  # rounds + memory + accuracy; imports, loading and warm-up (~1 min) come on top
 QUICK_MIN_CORPUS = 32
@@ -39,6 +51,7 @@ class BenchConfig:
     memory: bool = True
     seed: int = 1234
     corpus: int | None = None  # passages in the corpus workload (default 1000; --quick: 200, fewer if needed)
+    buckets: bool = True  # after each corpus call, one call per length bucket (CORPUS_BUCKETS)
 
     @property
     def n_rounds(self) -> int:

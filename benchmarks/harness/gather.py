@@ -12,8 +12,16 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import machine, systems, workloads
-from benchmarks.harness.config import CLIENTS, LATENCY_WARM_CALLS, BenchConfig
-from benchmarks.harness.report import summarize
+from benchmarks.harness.config import (
+    CLIENTS,
+    CORPUS_BUCKETS,
+    LATENCY_BLOCK,
+    LATENCY_BLOCK_PAUSE_S,
+    LATENCY_WARM_CALLS,
+    BenchConfig,
+)
+from benchmarks.harness.report import paired, summarize
+from benchmarks.harness.spec import is_bowrt
 
 
 def ceiling_fraction(name: str, flop: float, seconds: float | None, ceilings: dict[str, Any]) -> float | None:
@@ -33,10 +41,46 @@ def latency_results(rec: dict[str, Any], texts: workloads.Texts, flops: dict[str
                   "mean_ms": summarize([float(np.mean(r)) for r in rounds]),
                   "samples_ms": [round(x, 4) for r in rounds for x in r],
                   "ceiling_fraction": ceiling_fraction(n, flops["latency"], p50["median"] / 1000.0, ceilings)}
-    return {"description": f"{cfg.latency_calls} single-query calls per round, one after another "
-            f"({texts.describe()['queries']['mean_tokens']} tokens on average); "
-            f"{LATENCY_WARM_CALLS} warm-up calls dropped", "calls": cfg.latency_calls,
-            "flops_per_call": flops["latency"], "results": res}
+    for n, pair in paired_per_call(rec).items():
+        res[n]["paired_per_call"] = pair
+    return {"description": f"{cfg.latency_calls} single-query calls per system and round "
+            f"({texts.describe()['queries']['mean_tokens']} tokens on average), interleaved: the systems take turns "
+            f"of {LATENCY_BLOCK} calls on the same queries, the order rotating by one system a turn, so that drift "
+            f"hits all alike; the first {LATENCY_WARM_CALLS} calls of each turn (after a {LATENCY_BLOCK_PAUSE_S:g} s "
+            "pause) are not counted, the previous system's threads may still spin. 'x best peer, per call': per round, the "
+            "median over calls of (fastest peer's ms / bowrt's ms) for the same query, the fastest peer being the "
+            "one with the lowest p50 in that round; then median [min–max] over rounds",
+            "calls": cfg.latency_calls, "flops_per_call": flops["latency"], "results": res}
+
+
+def paired_per_call(rec: dict[str, list[list[float]]]) -> dict[str, dict[str, Any]]:
+    """Per bowrt system: per round, the median over calls of (peer ms / bowrt ms), against the peer with
+    the lowest p50 of that round; summarized over rounds (> 1: bowrt is faster), with the rounds' values
+    and peers. Call i of every system is the same query, run in the same turn (the interleaved latency),
+    so each ratio pairs two calls a few ms apart: the drift between minutes cancels call by call."""
+    peers = {n: rounds for n, rounds in rec.items() if not is_bowrt(n) and rounds}
+    out = {}
+    for n, rounds in rec.items():
+        if not is_bowrt(n) or not peers:
+            continue
+        values, against = [], []
+        for k, mine in enumerate(rounds):
+            same = {p: r[k] for p, r in peers.items() if len(r) > k and len(r[k]) == len(mine) and mine}
+            if not same:
+                continue
+            best = min(same, key=lambda p: float(np.median(same[p])))
+            values.append(float(np.median(np.asarray(same[best]) / np.asarray(mine))))
+            against.append(best)
+        if values:
+            out[n] = {**summarize(values), "rounds": values, "peers": against}
+    return out
+
+
+def _rates(secs: list[float], items: list[int]) -> dict[str, Any]:
+    """A throughput call's figures from its seconds per round over ``items`` (token counts)."""
+    per_round = [len(items) / x for x in secs]
+    return {"seconds": summarize(secs), "items_per_s": summarize(per_round), "rounds": per_round,
+            "tokens_per_s": summarize([sum(items) / x for x in secs])}
 
 
 def throughput_results(wl: str, rec: dict[str, Any], texts: workloads.Texts, flops: dict[str, float],
@@ -44,14 +88,24 @@ def throughput_results(wl: str, rec: dict[str, Any], texts: workloads.Texts, flo
     items = texts.batch_tokens if wl == "batch32x128" else texts.corpus_tokens
     res = {}
     for n, secs in rec.items():
-        s, per_round = summarize(secs), [len(items) / x for x in secs]
-        res[n] = {"seconds": s, "items_per_s": summarize(per_round), "rounds": per_round,
-                  "tokens_per_s": summarize([sum(items) / x for x in secs]),
-                  "ceiling_fraction": ceiling_fraction(n, flops[wl], s["median"], ceilings)}
+        res[n] = {**_rates(secs, items), "ceiling_fraction": ceiling_fraction(n, flops[wl], float(np.median(secs)), ceilings)}
     d = texts.describe()["batch" if wl == "batch32x128" else "corpus"]
     return {"description": f"one call with {d['n']} passages of {d['min_tokens']}-{d['max_tokens']} tokens "
             f"(mean {d['mean_tokens']}), the system's own batching", "items": len(items), "tokens": sum(items),
             "flops": flops[wl], "results": res}
+
+
+def bucket_results(rec: dict[str, dict[str, list[float]]], texts: workloads.Texts) -> dict[str, Any]:
+    """``workloads["corpus"]["buckets"]``: per length bucket, each system's rate and, for bowrt, its
+    speed over the fastest peer of the same round *in that bucket* (``paired``)."""
+    out = {}
+    for label, (_, tokens) in workloads.corpus_buckets(texts, CORPUS_BUCKETS).items():
+        res = {n: _rates(by_label[label], tokens) for n, by_label in rec.items() if by_label.get(label)}
+        for n, pair in paired(res, higher=True).items():
+            res[n]["paired"] = pair
+        out[label] = {"passages": len(tokens), "tokens": sum(tokens), "min_tokens": min(tokens),
+                      "max_tokens": max(tokens), "results": res}
+    return out
 
 
 def concurrent_results(rec: dict[str, Any], cfg: BenchConfig) -> dict[str, Any]:
@@ -78,6 +132,12 @@ def gather(rec: dict[str, Any], texts: workloads.Texts, flops: dict[str, float],
     for wl in ("batch32x128", "corpus"):
         if wl in rec:
             out[wl] = throughput_results(wl, rec[wl], texts, flops, ceilings)
+    if "corpus" in out and rec.get("corpus_buckets"):
+        out["corpus"]["buckets"] = bucket_results(rec["corpus_buckets"], texts)
+        out["corpus"]["buckets_description"] = (
+            "after each corpus call, one call per length bucket with that bucket's passages of the same corpus "
+            "(in corpus order; every passage in one bucket, by token count with [CLS]/[SEP]); 'paired': per round, "
+            "against the fastest peer of that round in that bucket, then median [min–max] over rounds")
     if "concurrent" in rec:
         out["concurrent"] = concurrent_results(rec["concurrent"], cfg)
     return out

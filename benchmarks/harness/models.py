@@ -80,22 +80,33 @@ def _export_code() -> str:
 def ensure_bundles(
     model_dir: Path, variants: tuple[str, ...], gates: list[str] | None, log: Log
 ) -> dict[str, Path]:
-    """Bundles of ``model_dir`` in the cache, exported with ``export_model`` when missing or stale."""
+    """Bundles of ``model_dir`` in the cache, exported with ``export_model`` when missing or stale.
+
+    A variant may name an int8 profile (``int8-speed``: ``bowrt export --int8-profile speed``);
+    each profile is its own export, into ``<cache>/<variant>/int8``."""
     from bowrt.bundle import verify_bundle
     from bowrt.errors import BundleError
 
     key = folder_key(model_dir, ",".join(variants), ",".join(gates or []), _export_code())
     out = cache_dir() / "bundles" / f"{model_dir.name}-{key}"
+    where = {v: out / v if "-" not in v else out / v / v.split("-")[0] for v in variants}
     try:
-        for v in variants:
-            verify_bundle(out / v)
-        return {v: out / v for v in variants}
+        for path in where.values():
+            verify_bundle(path)
+        return where
     except (BundleError, OSError):
         pass
     from bowrt.export import export_model
 
     log(f"exporting {', '.join(variants)} bundles of {model_dir} into {out} (once; not timed) ...")
+    plain = tuple(v for v in variants if "-" not in v)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.onnx tracer chatter; the export log says what matters
-        export_model(str(model_dir), out, variants, force=True, gates=gates, log=lambda m: log("  " + m))
-    return {v: out / v for v in variants}
+        if plain:
+            export_model(str(model_dir), out, plain, force=True, gates=gates, log=lambda m: log("  " + m))
+        for v in variants:
+            if "-" in v:
+                variant, profile = v.split("-", 1)
+                export_model(str(model_dir), out / v, (variant,), force=True, gates=gates, int8_profile=profile,
+                             log=lambda m: log(f"  [{profile}] " + m))
+    return where

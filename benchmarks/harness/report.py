@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import frontier
 from benchmarks.harness.plots import plots
 from benchmarks.harness.spec import is_bowrt
 
@@ -97,10 +98,12 @@ def markdown(res: dict[str, Any]) -> str:
     out = _header_md(res) + _systems_md(res["systems"]) + _left_out_md(res["systems"])
     for wl, metric, label, higher in SPEED_TABLES:
         out += _speed_md(res["workloads"].get(wl), wl, metric, label, higher)
+        out += _buckets_md(res["workloads"].get("corpus")) if wl == "corpus" else []
     out += _concurrent_md(res["workloads"].get("concurrent"))
     out += _overhead_md(res.get("overhead"))
     out += _workers_md(res)
     out += _accuracy_md(res.get("accuracy"))
+    out += _frontier_md(res)
     out += _ceilings_md(res.get("ceilings") or {})
     notes = res["meta"].get("notes")
     if notes:
@@ -125,14 +128,16 @@ def _header_md(res: dict[str, Any]) -> list[str]:
         f"- model: {meta['model']['folder']} ({meta['model']['layers']} layers, hidden {meta['model']['hidden']}); "
         f"pooling {meta['model']['pooling']}, normalize {meta['model']['normalize']}",
         f"- {meta['rounds']} round(s) after a warm-up round, interleaved (each round runs every system on every "
-        f"workload); {meta['threads']} thread(s) per system; quick: {meta['quick']}; took {_fmt(meta.get('duration_s'))} s",
+        f"workload; batch-1 latency in turns of a few calls); {meta['threads']} thread(s) per system; quick: {meta['quick']}; "
+        f"took {_fmt(meta.get('duration_s'))} s",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items() if v),
         *[f"\n> **{n}**" for n in meta.get("notes", []) if n.startswith("WARNING")],
         "",
         "Cells: median [min–max] over rounds. `x torch`: speed relative to PyTorch fp32 eager; `x best peer`: "
         "relative to the fastest non-bowrt system (medians); `x best peer, paired`: per round, against the fastest "
-        "non-bowrt system of that round, then median [min–max] over rounds; `% ceiling`: useful FLOP/s (padding not counted) over the "
-        "measured GEMM rate of the system's precision.",
+        "non-bowrt system of that round, then median [min–max] over rounds; `x best peer, per call` (batch 1): per "
+        "round, the median over calls of that peer's time over bowrt's for the same query in the same turn; "
+        "`% ceiling`: useful FLOP/s (padding not counted) over the measured GEMM rate of the system's precision.",
     ]
 
 
@@ -185,14 +190,42 @@ def _speed_md(w: dict[str, Any] | None, wl: str, metric: str, label: str, higher
     rows = []
     for n, r in w["results"].items():
         extra = [_cell(r.get("p99_ms"))] if wl == "latency" else [_cell(r.get("tokens_per_s"))]
+        per_call = [_cell(r.get("paired_per_call"))] if wl == "latency" else []
         frac = r.get("ceiling_fraction")
         vs_t, vs_b = rat.get(n, (None, None))
         rows.append([n, _cell(r.get(metric)), *extra, _fmt(vs_t) if vs_t else "-", _fmt(vs_b) if vs_b else "-",
-                     _cell(pair.get(n)), f"{100 * frac:.1f}%" if frac is not None else "-"])
+                     _cell(pair.get(n)), *per_call, f"{100 * frac:.1f}%" if frac is not None else "-"])
     second = "p99 ms" if wl == "latency" else "tokens/s"
     return ["", f"## {label}", "", w.get("description", ""), ""] + _table(
         ["system", "p50 ms" if wl == "latency" else "passages/s", second, "x torch", "x best peer",
-         "x best peer, paired", "% ceiling"], rows)
+         "x best peer, paired", *(["x best peer, per call"] if wl == "latency" else []), "% ceiling"], rows)
+
+
+def _buckets_md(w: dict[str, Any] | None) -> list[str]:
+    """The corpus rate by passage length: a column per bucket, then bowrt's paired ratio per bucket."""
+    buckets = (w or {}).get("buckets") or {}
+    if not buckets:
+        return []
+    names = list(dict.fromkeys(n for b in buckets.values() for n in b["results"]))
+    rows = []
+    for n in names:
+        got = [b["results"].get(n, {}) for b in buckets.values()]
+        rows.append([n, *(_cell(r.get("items_per_s")) for r in got), *(_cell(r.get("paired")) for r in got)])
+    header = [f"{lb} tokens ({b['passages']}), passages/s" for lb, b in buckets.items()]
+    return ["", "## Corpus by passage length (passages/s)", "", w.get("buckets_description", ""), ""] + _table(
+        ["system", *header, *(f"{lb}: x best peer, paired" for lb in buckets)], rows)
+
+
+def _frontier_md(res: dict[str, Any]) -> list[str]:
+    """Links to the frontier plots that were drawn (a system with speed and accuracy figures is a point)."""
+    alt = {"frontier_corpus.png": "corpus rate against accuracy", "frontier_latency.png": "batch-1 latency against accuracy"}
+    drawn = list(frontier.figures(res))
+    if not drawn:
+        return []
+    return ["", "## Speed against accuracy", "",
+            f"Every system with both a speed and an accuracy figure; {frontier.FRONTIER_X}. bowrt's variants (orange) are "
+            "joined in order of min cosine (bowrt's frontier), peers in blue.", ""] + [
+        line for name in drawn for line in (f"![{alt[name]}]({name})", "")][:-1]
 
 
 def _ceilings_md(c: dict[str, Any]) -> list[str]:

@@ -30,7 +30,7 @@ def resolve_model(cfg: BenchConfig, log: Log, notes: list[str]) -> tuple[Path | 
     if cfg.bundles:
         bundles: dict[str, Path] = {}
         for b in cfg.bundles:
-            variant = verify_bundle(b).variant
+            variant = bundle_variant(verify_bundle(b))
             name = f"bowrt-{variant}" if f"bowrt-{variant}" not in bundles else f"bowrt-{variant}-{len(bundles)}"
             bundles[name] = Path(b)
         if model_dir is None:
@@ -43,9 +43,15 @@ def resolve_model(cfg: BenchConfig, log: Log, notes: list[str]) -> tuple[Path | 
         gates = gates or models.RANDOM_WEIGHT_GATES
         notes.append("model: the bert-base twin (BERT-base shape, seeded random weights): speed and size only; "
                      f"its int8 bundle was exported with gates {models.RANDOM_WEIGHT_GATES}")
-    variants = ("fp32", "int8") + (("fp16",) if cfg.device == "cuda" else ())
+    variants = ("fp32", "int8", "int8-speed") + (("fp16",) if cfg.device == "cuda" else ())
     paths = models.ensure_bundles(model_dir, variants, gates, log)
     return model_dir, {f"bowrt-{v}": p for v, p in paths.items()}
+
+
+def bundle_variant(manifest: Any) -> str:
+    """``int8-speed`` for an int8 bundle of a non-default profile, else the variant."""
+    profile = (manifest.quantization or {}).get("profile", "default") if manifest.variant == "int8" else "default"
+    return manifest.variant if profile == "default" else f"{manifest.variant}-{profile}"
 
 
 def make_specs(cfg: BenchConfig, model_dir: Path | None, bundles: dict[str, Path], threads: int) -> dict[str, SystemSpec]:

@@ -1,10 +1,13 @@
 """The timed part of a run: one warm-up round, then N measured rounds, interleaved.
 
 In round r every system runs every workload once, the system order rotating by one each
-round, so that drift (thermal, other tenants) hits all systems alike. Raw figures go into
-one record (``rec[workload][system]``: per round, the latency samples in ms or the seconds
-of one call); :mod:`benchmarks.harness.gather` turns it into medians. A system that fails
-is dropped with its reason, and the rest of the run goes on.
+round, so that drift (thermal, other tenants) hits all systems alike. Batch-1 latency is
+interleaved finer: each round opens with every system taking short turns on the same
+queries (:func:`latency_round`). Raw figures go into one record
+(``rec[workload][system]``: per round, the latency samples in ms or the seconds of one
+call; ``rec["corpus_buckets"][system][bucket]``: seconds per round);
+:mod:`benchmarks.harness.gather` turns it into medians. A system that fails is dropped
+with its reason, and the rest of the run goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +19,17 @@ from typing import Any, Callable
 import numpy as np
 
 from benchmarks.harness import machine, workloads
-from benchmarks.harness.config import CLIENTS, LATENCY_WARM_CALLS, MODES, PAUSE_S, WARM_CORPUS, BenchConfig
+from benchmarks.harness.config import (
+    CLIENTS,
+    CORPUS_BUCKETS,
+    LATENCY_BLOCK,
+    LATENCY_BLOCK_PAUSE_S,
+    LATENCY_WARM_CALLS,
+    MODES,
+    PAUSE_S,
+    WARM_CORPUS,
+    BenchConfig,
+)
 from benchmarks.harness.spec import is_bowrt
 
 Log = Callable[[str], None]
@@ -29,13 +42,17 @@ def runs(name: str, wl: str) -> bool:
 
 def run_workload(name: str, sys_: Any, wl: str, texts: workloads.Texts, cfg: BenchConfig, rec: dict[str, Any],
                  warm: bool = False) -> None:
-    """One workload on one system, its raw figures appended to ``rec``."""
+    """One workload on one system, its raw figures appended to ``rec`` (latency: this system alone,
+    as the warm-up runs it; the measured rounds interleave every system, :func:`latency_round`)."""
+    if wl == "latency":
+        failed = latency_round({name: sys_}, texts, cfg, rec, warm)
+        if failed:
+            raise failed[name]
+        return
     calls = getattr(sys_, "calls", None)  # a peer worker's (round trip s, inside the worker s) per encode
     if calls is not None:
         calls.clear()
-    if wl == "latency":
-        _latency(name, sys_, texts, cfg, rec, warm)
-    elif wl in ("batch32x128", "corpus"):
+    if wl in ("batch32x128", "corpus"):
         passages = texts.batch if wl == "batch32x128" else texts.corpus
         if warm:
             passages = passages[:4] if wl == "batch32x128" else passages[:WARM_CORPUS]
@@ -44,17 +61,50 @@ def run_workload(name: str, sys_: Any, wl: str, texts: workloads.Texts, cfg: Ben
         _concurrent(name, sys_, texts, cfg, rec, warm)
     if calls:
         inside_worker(name, wl, rec, calls)
+    if wl == "corpus" and cfg.buckets and not warm:
+        _buckets(name, sys_, texts, rec)
 
 
-def _latency(name: str, sys_: Any, texts: workloads.Texts, cfg: BenchConfig, rec: dict[str, Any], warm: bool) -> None:
-    calls = 5 if warm else cfg.latency_calls + LATENCY_WARM_CALLS
-    if hasattr(sys_, "record"):  # bowrt: keep each call's stage timings for the overhead table
-        sys_.record, sys_.log = True, []
-    samples = workloads.latency(sys_.encode, texts.queries, calls)
-    if hasattr(sys_, "record"):
-        sys_.record = False
-        rec.setdefault("timings", {}).setdefault(name, []).extend(sys_.log[LATENCY_WARM_CALLS:])
-    rec.setdefault("latency", {}).setdefault(name, []).append(samples[LATENCY_WARM_CALLS:])
+def _buckets(name: str, sys_: Any, texts: workloads.Texts, rec: dict[str, Any]) -> None:
+    """Right after the corpus call: one call per length bucket with that bucket's passages, so the
+    rate by length comes from the same texts, the same minute. ``rec["corpus_buckets"][name][label]``:
+    seconds per round (a worker system's: inside the worker)."""
+    calls = getattr(sys_, "calls", None)
+    for label, (passages, _) in workloads.corpus_buckets(texts, CORPUS_BUCKETS).items():
+        if calls is not None:
+            calls.clear()
+        seconds = workloads.throughput(sys_.encode, passages)
+        if calls:
+            seconds = calls[-1][1]
+        rec.setdefault("corpus_buckets", {}).setdefault(name, {}).setdefault(label, []).append(seconds)
+
+
+def latency_round(loaded: dict[str, Any], texts: workloads.Texts, cfg: BenchConfig, rec: dict[str, Any],
+                  warm: bool = False, shift: int = 0) -> dict[str, Exception]:
+    """The latency workload of one round: every system in ``loaded``, in turns of
+    :data:`LATENCY_BLOCK` calls in a rotating order (:func:`workloads.interleaved_latency`);
+    ``rec["latency"][name]`` gains this round's counted samples. bowrt systems record each call's
+    stage timings (the overhead table), worker systems report the time inside the worker. Returns
+    the systems that raised, with their exception; they add nothing."""
+    for s in loaded.values():
+        if getattr(s, "calls", None) is not None:
+            s.calls.clear()
+        if hasattr(s, "record"):  # bowrt: keep each call's stage timings for the overhead table
+            s.record, s.log = True, []
+    samples, kept, failed = workloads.interleaved_latency(
+        {n: s.encode for n, s in loaded.items()}, texts.queries, 3 if warm else cfg.latency_calls, shift,
+        block=LATENCY_BLOCK, warm=LATENCY_WARM_CALLS, pause_s=0.0 if warm else LATENCY_BLOCK_PAUSE_S)
+    for n, s in loaded.items():
+        if hasattr(s, "record"):
+            s.record = False
+        if n in failed:
+            continue
+        if hasattr(s, "record"):
+            rec.setdefault("timings", {}).setdefault(n, []).extend(s.log[j] for j in kept)
+        rec.setdefault("latency", {}).setdefault(n, []).append([samples[n][j] for j in kept])
+        if getattr(s, "calls", None):
+            inside_worker(n, "latency", rec, s.calls, kept)
+    return failed
 
 
 def _concurrent(name: str, sys_: Any, texts: workloads.Texts, cfg: BenchConfig, rec: dict[str, Any], warm: bool) -> None:
@@ -64,11 +114,13 @@ def _concurrent(name: str, sys_: Any, texts: workloads.Texts, cfg: BenchConfig, 
             rec.setdefault("concurrent", {}).setdefault(name, {}).setdefault(mode, {}).setdefault(str(clients), []).append(r)
 
 
-def inside_worker(name: str, wl: str, rec: dict[str, Any], calls: list[tuple[float, float]]) -> None:
+def inside_worker(name: str, wl: str, rec: dict[str, Any], calls: list[tuple[float, float]],
+                  kept: list[int] | None = None) -> None:
     """A worker system's figure: the time inside the worker (what the peer costs in a user's own process);
-    the round trip's extra (pipes, .npy) goes to ``rec["ipc"]``, reported next to it."""
+    the round trip's extra (pipes, .npy) goes to ``rec["ipc"]``, reported next to it. ``kept``: the
+    latency calls that count (the rest warmed a turn up)."""
     if wl == "latency":
-        rec[wl][name][-1] = [inner * 1000.0 for _, inner in calls[LATENCY_WARM_CALLS:]]
+        rec[wl][name][-1] = [calls[j][1] * 1000.0 for j in (range(len(calls)) if kept is None else kept)]
     elif wl in ("batch32x128", "corpus"):
         rec[wl][name][-1] = calls[-1][1]
     else:
@@ -118,26 +170,50 @@ def warm_rates(warm: dict[str, Any], loaded: dict[str, Any], config: dict[str, A
     return rate, lat_s
 
 
+ALL = "every system"  # the name of a step that runs every system at once (the interleaved latency)
+
+
+def _steps(order: list[str], cfg: BenchConfig) -> list[tuple[int, str, str]]:
+    """(round, system, workload) in run order: each round opens with the interleaved latency of every
+    system, then each system (the order rotated by one a round) runs its other workloads."""
+    steps = []
+    for r in range(cfg.n_rounds):
+        if "latency" in cfg.workloads:
+            steps.append((r, ALL, "latency"))
+        steps += [(r, n, wl) for n in _rotated(order, r) for wl in cfg.workloads if wl != "latency" and runs(n, wl)]
+    return steps
+
+
 def measured_rounds(loaded: dict[str, Any], info: dict[str, Any], texts: workloads.Texts, cfg: BenchConfig,
                     log: Log) -> dict[str, Any]:
     """``cfg.n_rounds`` interleaved rounds (the order rotates by one system a round); the raw record."""
     rec: dict[str, Any] = {}
-    order = list(loaded)
-    steps = [(r, n, wl) for r in range(cfg.n_rounds) for n in _rotated(order, r) for wl in cfg.workloads if runs(n, wl)]
+    steps = _steps(list(loaded), cfg)
     bar = _Progress(len(steps), log)
     for i, (r, n, wl) in enumerate(steps):
-        if n in loaded:
-            bar.show(i, f"round {r + 1}/{cfg.n_rounds} {n} {wl}")
+        where = f"round {r + 1}/{cfg.n_rounds}"
+        if n == ALL and loaded:
+            bar.show(i, f"{where} latency, every system in turns")
+            for m, e in latency_round(loaded, texts, cfg, rec, shift=r).items():
+                _fail(m, f"failed in round {r + 1} (latency): {type(e).__name__}: {e}", loaded, info, rec, bar.write)
+        elif n in loaded:
+            bar.show(i, f"{where} {n} {wl}")
             try:
                 run_workload(n, loaded[n], wl, texts, cfg, rec)
             except Exception as e:
-                drop(n, loaded, info, f"failed in round {r + 1} ({wl}): {type(e).__name__}: {e}", bar.write)
-                for per_wl in rec.values():
-                    per_wl.pop(n, None)
+                _fail(n, f"failed in round {r + 1} ({wl}): {type(e).__name__}: {e}", loaded, info, rec, bar.write)
         if i + 1 == len(steps) or steps[i + 1][:2] != (r, n):
             time.sleep(PAUSE_S)  # between systems: spinning worker threads go idle
     bar.close()
     return rec
+
+
+def _fail(name: str, reason: str, loaded: dict[str, Any], info: dict[str, Any], rec: dict[str, Any], log: Log) -> None:
+    """Drop a system that failed in a measured round, and every figure it had: a system is in the
+    report with all its rounds or not at all, so the rounds of every system pair up."""
+    drop(name, loaded, info, reason, log)
+    for per_wl in rec.values():
+        per_wl.pop(name, None)
 
 
 def _rotated(order: list[str], r: int) -> list[str]:

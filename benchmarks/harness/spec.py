@@ -59,6 +59,13 @@ def is_bowrt(name: str) -> bool:
     return name.startswith("bowrt-")
 
 
+def bowrt_variant(name: str) -> str:
+    """The bundle a bowrt system runs: ``bowrt-int8-speed-2`` -> ``int8-speed`` (the variant, then
+    the int8 profile where it is not the default; a trailing number only tells two bundles apart)."""
+    parts = name.split("-")[1:]
+    return "-".join(parts[:-1] if len(parts) > 1 and parts[-1].isdigit() else parts)
+
+
 def version(pkg: str) -> str | None:
     """The installed version of distribution ``pkg``, or None."""
     try:

@@ -2,8 +2,8 @@
 
 One table, a row per system that ran: the corpus rate, the batch-1 p50, and the accuracy
 figures next to them (MiniLM, real weights); then each bowrt system against the fastest
-peer, paired round by round; then one line naming every system that did not run and what
-would bring it in.
+peer, paired round by round (batch 1: also call against call), and in each corpus length bucket;
+then one line naming every system that did not run and what would bring it in.
 """
 
 from __future__ import annotations
@@ -28,15 +28,31 @@ def _accuracy(acc: dict[str, Any] | None, name: str) -> list[str]:
     return [f"{a['min_cosine']:.5f}", f"{a['overlap_at_10']:.3f}", f"{a['batch_invariance_min_cosine']:.6f}"]
 
 
+def _span(s: dict[str, Any]) -> str:
+    return f"{_fmt(s['median'])}x" + (f" [{_fmt(s['min'])}–{_fmt(s['max'])}]" if s["n"] > 1 else "")
+
+
 def _paired_lines(res: dict[str, Any]) -> list[str]:
     out = []
     for wl, metric, what, higher in (("corpus", "items_per_s", "corpus", True), ("latency", "p50_ms", "batch 1", False)):
         w = res["workloads"].get(wl) or {}
         for n, s in paired(w.get("results") or {}, higher).items():
             if s.get("median") is not None:
-                span = f" [{_fmt(s['min'])}–{_fmt(s['max'])}]" if s["n"] > 1 else ""
-                out.append(f"  {n}, {what}: {_fmt(s['median'])}x{span} the fastest peer of the same round")
-    return out
+                per_call = ((w["results"][n].get("paired_per_call")) or {}) if wl == "latency" else {}
+                more = f"; call against call {_span(per_call)}" if per_call.get("median") is not None else ""
+                out.append(f"  {n}, {what}: {_span(s)} the fastest peer of the same round{more}")
+    return out + _bucket_lines(res)
+
+
+def _bucket_lines(res: dict[str, Any]) -> list[str]:
+    """One line per bowrt system: its paired corpus ratio in each length bucket."""
+    buckets = (res["workloads"].get("corpus") or {}).get("buckets") or {}
+    by_name: dict[str, list[str]] = {}
+    for label, b in buckets.items():
+        for n, r in b.get("results", {}).items():
+            if (r.get("paired") or {}).get("median") is not None:
+                by_name.setdefault(n, []).append(f"{label} {_span(r['paired'])}")
+    return [f"  {n}, corpus by length (tokens): {', '.join(parts)}" for n, parts in by_name.items()]
 
 
 def summary(res: dict[str, Any], out_dir: str) -> list[str]:

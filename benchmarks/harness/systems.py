@@ -19,7 +19,7 @@ from benchmarks.harness import peer_env
 from benchmarks.harness.adapters import BOWRT, GROUPS, PEERS, Entry
 from benchmarks.harness.peer_client import WORKER_ENV, WorkerSystem, prepare_in_worker
 from benchmarks.harness.quiet import output_to
-from benchmarks.harness.spec import SystemSpec, Unavailable, is_bowrt, version
+from benchmarks.harness.spec import SystemSpec, Unavailable, bowrt_variant, is_bowrt, version
 from bowrt.errors import OptionError
 
 NAMES = (*PEERS, *GROUPS)  # what --against accepts
@@ -35,7 +35,7 @@ def entry(name: str) -> Entry:
 
 def precision(name: str) -> str:
     """fp32, bf16, fp16 or int8: a bowrt bundle's variant (``bowrt-int8``, ``bowrt-int8-2``), else the table's."""
-    return name.split("-")[1] if is_bowrt(name) else entry(name).precision
+    return bowrt_variant(name).split("-")[0] if is_bowrt(name) else entry(name).precision
 
 
 def expand_against(names: list[str]) -> list[str]:

@@ -8,6 +8,8 @@ seed gives the same texts on every machine, so runs compare.
 Each system is called the way its users would call it: one call with the whole
 list, and the system's own batching (some sort by length, some do not; see
 ``System.batching``). Times are wall-clock (``perf_counter``) around that call.
+Batch-1 latency is the exception to one system at a time: the systems take short turns
+(:func:`interleaved_latency`), so that their calls can be paired.
 """
 
 from __future__ import annotations
@@ -98,18 +100,55 @@ def make_texts(tokenizer_file: str | Path, *, queries: int, corpus: int, seed: i
 EncodeFn = Callable[[list[str], str], np.ndarray]
 
 
-def latency(encode: EncodeFn, queries: list[str], calls: int, after: Callable[[float], None] | None = None) -> list[float]:
-    """``calls`` single-query calls, one after another; milliseconds per call."""
-    samples = []
-    for i in range(calls):
-        q = [queries[i % len(queries)]]
-        t0 = time.perf_counter()
-        encode(q, "query")
-        dt = time.perf_counter() - t0
-        samples.append(dt * 1000.0)
-        if after is not None:
-            after(dt)
-    return samples
+def interleaved_latency(encoders: dict[str, EncodeFn], queries: list[str], calls: int, shift: int = 0, *,
+                        block: int = 16, warm: int = 2, pause_s: float = 0.0,
+                        ) -> tuple[dict[str, list[float]], list[int], dict[str, Exception]]:
+    """Single-query calls, the systems taking turns of ``block`` consecutive calls; call j of every
+    system encodes ``queries[j % len]``, so call j of one system pairs with call j of another.
+
+    The order rotates by one system a turn (A B C, then B C A, ...; ``shift`` more in later rounds),
+    so that this VM's drift between minutes hits every system alike, a few seconds apart at most.
+    The first ``warm`` calls of each turn are made but not counted: the previous system's idle
+    threads may still spin then. ``pause_s``: an untimed sleep before every turn. Turns go on until
+    ``calls`` calls of each system count. Returns (milliseconds of every call made, per system; the
+    indices of the counted calls, the same for every system; the exception of each system that
+    raised). A system that raises leaves the rotation; the others go on.
+    """
+    if block <= warm:
+        raise OptionError(f"a latency turn of {block} calls leaves none counted after {warm} warm-up calls")
+    samples: dict[str, list[float]] = {n: [] for n in encoders}
+    failed: dict[str, Exception] = {}
+    turns = -(-calls // (block - warm))
+    kept = [t * block + i for t in range(turns) for i in range(warm, block)][:calls]
+    for t in range(turns):
+        alive = [n for n in encoders if n not in failed]
+        k = (t + shift) % max(len(alive), 1)
+        for n in alive[k:] + alive[:k]:
+            if pause_s:
+                time.sleep(pause_s)
+            try:
+                for j in range(t * block, (t + 1) * block):
+                    t0 = time.perf_counter()
+                    encoders[n]([queries[j % len(queries)]], "query")
+                    samples[n].append((time.perf_counter() - t0) * 1000.0)
+            except Exception as e:  # this system is out of the run; the turn goes on without it
+                failed[n] = e
+    return {n: v for n, v in samples.items() if n not in failed}, kept, failed
+
+
+def corpus_buckets(texts: Texts, bounds: tuple[tuple[str, int], ...]) -> dict[str, tuple[list[str], list[int]]]:
+    """The corpus split by token count: ``{label: (passages, token counts)}``, each in corpus order.
+
+    A passage goes to the first bucket whose largest length it fits, the last bucket takes
+    anything longer: every passage lands in exactly one bucket. Empty buckets are left out.
+    """
+    out: dict[str, tuple[list[str], list[int]]] = {}
+    for text, n in zip(texts.corpus, texts.corpus_tokens):
+        label = next((lb for lb, top in bounds if n <= top), bounds[-1][0])
+        passages, tokens = out.setdefault(label, ([], []))
+        passages.append(text)
+        tokens.append(n)
+    return {lb: out[lb] for lb, _ in bounds if lb in out}  # in bucket order
 
 
 def throughput(encode: EncodeFn, passages: list[str]) -> float:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness.spec import SystemSpec, Unavailable
+from benchmarks.harness.spec import SystemSpec, Unavailable, bowrt_variant
 
 
 class BowrtSystem:
@@ -24,7 +24,7 @@ class BowrtSystem:
         from bowrt.runtime import Encoder
 
         self.spec = spec
-        if spec.name.split("-")[1] == "fp16" and spec.device != "cuda":
+        if bowrt_variant(spec.name) == "fp16" and spec.device != "cuda":
             raise Unavailable("fp16 bundles run on GPU providers only (no CUDA here)")
         self.encoder = Encoder(spec.bundle, providers=spec.device, threads=spec.threads)
         self.batching = f"sorts by length, token budget {self.encoder.max_batch_tokens} (padding counted), pads per batch"
