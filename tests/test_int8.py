@@ -154,10 +154,13 @@ def test_speed_profile_is_all_static_with_biases_in_the_gemm_and_exactly_batch_i
     graph = onnx.load(str(tmp_path / "b" / "int8" / "model.onnx")).graph
     gemms = [n for n in graph.node if n.op_type == "MatMulIntegerToFloat"]
     with_bias = [n for n in gemms if len(n.input) > 6 and n.input[6]]
-    layers = sum(1 for n in graph.node if n.op_type == "Attention")
-    assert len(gemms) == 4 * layers and len(with_bias) == 3 * layers  # QKV, attention output, FFN output
+    layers = sum(1 for n in graph.node if n.op_type == "QAttention")  # the QKV GEMM, its bias and attention in one
+    assert layers == 6 and not [n for n in graph.node if n.op_type in ("Attention", "Split")]
+    assert len(gemms) == 3 * layers and len(with_bias) == 2 * layers  # attention output, FFN output
     assert not [n for n in graph.node if n.op_type == "Add" and "bias" in n.name]
     assert assert_batch_invariant(tmp_path / "b" / "int8", min_cos=0.999999) >= 0.999999
+    derived = read_manifest(tmp_path / "b" / "int8").quantization["derived"]["model.u8.onnx"]
+    assert derived["transform"] == "u8-weights/2"  # a bowrt that cannot flip QAttention's weights asks for an upgrade
 
 
 def test_int8_profiles_are_validated_and_set_the_search_target(tmp_path):

@@ -411,3 +411,40 @@ def test_a_bundle_that_ships_its_twin_as_a_file_still_loads(tiny_bundles, tmp_pa
     a, b = Encoder(old), Encoder(tiny_bundles["int8"])
     assert a.graph_file == b.graph_file == U8_MODEL_FILE
     np.testing.assert_array_equal(a.encode_queries(["who wrote hamlet?"]), b.encode_queries(["who wrote hamlet?"]))
+
+
+def test_the_twin_flips_a_qattention_and_gives_the_same_vectors():
+    """The speed profile's QAttention (u8 input, s8 weights, per-column scales): the twin makes its
+    weights uint8 w + 128 with zero point 128 in its weight zero-point slot, names the transform
+    u8-weights/2, and on this host (exact or not, on inputs whose pairs cannot saturate) both graphs
+    give the same output."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    hidden, heads = 16, 2
+    w = rng.integers(-64, 64, size=(hidden, 3 * hidden), dtype=np.int8)  # 7-bit: exact on every kernel
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(rng.normal(size=3 * hidden).astype(np.float32), "b"),
+             numpy_helper.from_array(np.float32(0.02), "x_scale"),
+             numpy_helper.from_array(rng.uniform(0.01, 0.02, 3 * hidden).astype(np.float32), "w_scale"),
+             numpy_helper.from_array(np.uint8(128), "x_zp")]
+    node = helper.make_node("QAttention", ["x", "w", "b", "x_scale", "w_scale", "mask", "x_zp"], ["y"],
+                            domain="com.microsoft", num_heads=heads, name="qatt")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [None, None, hidden]),
+                                            helper.make_tensor_value_info("mask", TensorProto.INT32, [None, None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    source = model.SerializeToString()
+    derived = twin.derive_u8(source)
+    [(_, u8, zp)] = gemm_weights(derived)
+    np.testing.assert_array_equal(u8, (w.astype(np.int16) + 128).astype(np.uint8))
+    assert zp.dtype == np.uint8 and int(zp) == 128
+    assert twin.transform_of(source) == "u8-weights/2" and twin.transform_of(derived) == "u8-weights/2"
+    feeds = {"x": rng.integers(0, 256, size=(2, 5, hidden), dtype=np.uint8), "mask": np.array([[1] * 5, [1, 1, 1, 0, 0]], np.int32)}
+    run = [ort.InferenceSession(g, providers=["CPUExecutionProvider"]).run(None, feeds)[0] for g in (source, derived)]
+    np.testing.assert_allclose(run[1], run[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_graph_without_qattention_keeps_the_first_transform_name(minilm_bundles):
+    assert twin.transform_of((minilm_bundles["int8"] / MODEL_FILE).read_bytes()) == "u8-weights/1"
+    assert twin.U8_TRANSFORM in twin.U8_TRANSFORMS

@@ -16,6 +16,7 @@ harness or in ``bowrt/`` imports them.
 | int8_host | what does the portable int8 (self-check, u8 twin) cost? |
 | int8_paired | the same speed comparison, paired call by call against this VM's drift |
 | int8_profile | where do the int8 graphs spend a corpus (ORT's profiler)? |
+| int8_profiles | what does each int8 profile (any int8 bundles) cost per operator, and how fast is each, paired? |
 | layernorm_check | why do the CPU bundles ship their layer norms split? |
 | openvino_gap | why is openvino-int8 faster on a corpus, and would OpenVINO close it? |
 | revisions_paired | is a refactor of the runtime free (two checkouts, paired)? |

@@ -168,14 +168,15 @@ def _int8_graphs(path: Path, work: Path, info: dict[str, Any], probe: Probe) -> 
     graphs, derived = {MODEL_FILE: isas}, {}
     measured, twin_diff = path, None
     if overflows:
-        data = twin.derive_u8(path.read_bytes())
+        source = path.read_bytes()
+        data = twin.derive_u8(source)
         twin_isas, left = isa.exact_isas(onnx.load_from_string(data))
         if left:
             raise ExportError(f"the u8 x u8 twin still has {left} weight pairs that can saturate: it should have none")
         twin_path = work / U8_MODEL_FILE
         twin_path.write_bytes(data)
         graphs[U8_MODEL_FILE] = twin_isas
-        derived[U8_MODEL_FILE] = {"from": MODEL_FILE, "transform": twin.U8_TRANSFORM,
+        derived[U8_MODEL_FILE] = {"from": MODEL_FILE, "transform": twin.transform_of(source),
                                   "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         if host.int8_kernel_exact():
             a = probes.encode_ids(probes.ort_runner(str(path)), probe.p_ids)

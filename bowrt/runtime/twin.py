@@ -34,12 +34,17 @@ from bowrt.protobuf import LEN, field, fields, varint, varints
 
 # The transform's name in the manifest. Its bytes are part of the contract: a change to
 # what derive_u8 writes needs a new name (the sha256 in old manifests pins the old one).
+# "u8-weights/2" is the same derivation for graphs that hold a QAttention (the speed profile,
+# bowrt >= 0.5): a runtime that knows only /1 would leave its weights alone, so such a graph is
+# named /2 and an older bowrt asks for an upgrade instead of failing the twin's sha256.
 U8_TRANSFORM = "u8-weights/1"
+U8_TRANSFORMS = ("u8-weights/1", "u8-weights/2")
 
-INTEGER_GEMMS = (b"MatMulInteger", b"MatMulIntegerToFloat", b"DynamicQuantizeMatMul")
+INTEGER_GEMMS = (b"MatMulInteger", b"MatMulIntegerToFloat", b"DynamicQuantizeMatMul", b"QAttention")
 # Where each takes its weight zero point (MatMulInteger: A, B, a_zp, b_zp; MatMulIntegerToFloat:
-# A, B, a_scale, b_scale, a_zp, b_zp, bias; DynamicQuantizeMatMul: A, B, b_scale, b_zp, bias).
-B_ZERO_POINT = {b"MatMulInteger": 3, b"MatMulIntegerToFloat": 5, b"DynamicQuantizeMatMul": 3}
+# A, B, a_scale, b_scale, a_zp, b_zp, bias; DynamicQuantizeMatMul: A, B, b_scale, b_zp, bias;
+# QAttention: input, weight, bias, input_scale, weight_scale, mask_index, input_zp, weight_zp, past).
+B_ZERO_POINT = {b"MatMulInteger": 3, b"MatMulIntegerToFloat": 5, b"DynamicQuantizeMatMul": 3, b"QAttention": 7}
 # MatMulIntegerToFloat takes a per-column weight zero point when its weight scale is per column.
 PER_COLUMN_ZP = (b"MatMulIntegerToFloat",)
 
@@ -242,6 +247,17 @@ def _write(view: memoryview, out: BinaryIO) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+def transform_of(model: bytes) -> str:
+    """The transform name the export records for the twin of the serialized ``model``
+    (:data:`U8_TRANSFORMS`: /2 where a QAttention's weights are flipped too)."""
+    for number, wire, _, graph in fields(memoryview(model)):
+        if number == _MODEL_GRAPH and wire == LEN:
+            for kind, _, _, payload in fields(graph):
+                if kind == _GRAPH_NODE and _node(payload)["op"] == b"QAttention":
+                    return U8_TRANSFORMS[1]
+    return U8_TRANSFORMS[0]
+
+
 def derived(manifest: Manifest) -> dict[str, dict[str, Any]]:
     """The bundle's derived graphs: name -> {from, transform, sha256, bytes}."""
     table = (manifest.quantization or {}).get("derived") or {}
@@ -252,9 +268,9 @@ def _spec(manifest: Manifest, name: str) -> dict[str, Any]:
     spec = derived(manifest).get(name)
     if not isinstance(spec, dict) or spec.get("from") not in manifest.files:
         raise BundleFormatError(f"the bundle has no graph {name!r}: it is neither a file of the manifest nor derived from one")
-    if spec.get("transform") != U8_TRANSFORM:
+    if spec.get("transform") not in U8_TRANSFORMS:
         raise BundleFormatError(f"graph {name!r} is derived by {spec.get('transform')!r}, which this bowrt does not "
-                                f"know (it knows {U8_TRANSFORM!r}): upgrade bowrt")
+                                f"know (it knows {', '.join(map(repr, U8_TRANSFORMS))}): upgrade bowrt")
     return spec
 
 

@@ -34,7 +34,7 @@ class GraphBuilder:
     def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
         from onnx import helper
 
-        domain = "com.microsoft" if op == "MatMulIntegerToFloat" else ""
+        domain = "com.microsoft" if op in ("MatMulIntegerToFloat", "QAttention") else ""
         self.nodes.append(helper.make_node(op, inputs, [output], name=output, domain=domain, **attrs))
         return output
 
@@ -118,6 +118,17 @@ class GraphBuilder:
         """Nodes for ``out = x @ (w_q * w_scale) [+ bias]`` with activations quantized by one
         calibrated scale ``a`` for ``x / smooth`` (:meth:`quantize_static`)."""
         return self.int8_matmul(p, self.quantize_static(p, x, smooth, a), w_q, w_scale, out, bias=bias)
+
+    def raw_mask(self) -> str:
+        """The attention mask as int32 [B, S] (1: a real token), the raw form ONNX Runtime's
+        contrib attention kernels (``QAttention``) take. Built once per graph."""
+        if "mask_i32" not in self._shared:
+            if self.mask is None:
+                raise UnsupportedGraphError("the graph has no attention_mask input to build the attention mask from")
+            from onnx import TensorProto
+
+            self._shared["mask_i32"] = self.node("Cast", [self.mask], "q8/shared/mask_i32", to=TensorProto.INT32)
+        return self._shared["mask_i32"]
 
     def key_mask(self) -> str:
         """A bool [B, 1, S, S] tensor, True where a query may attend to a key (the key is not
