@@ -768,8 +768,9 @@ def test_corpus_buckets_partition_the_corpus_by_token_count():
     assert list(workloads.corpus_buckets(_texts([20, 30]), CORPUS_BUCKETS)) == ["<=64"]  # empty buckets left out
 
 
-def test_corpus_buckets_are_measured_after_the_corpus_and_paired_with_each_buckets_fastest_peer(fake_clock):
+def test_corpus_buckets_are_measured_bucket_by_bucket_and_paired_with_each_buckets_fastest_peer(fake_clock):
     from benchmarks.harness import gather
+    from benchmarks.harness.config import CORPUS_BUCKETS
 
     def per_token(short: float, long: float):
         return lambda texts: sum((short if len(t.split()) <= 64 else long) * len(t.split()) for t in texts)
@@ -782,17 +783,29 @@ def test_corpus_buckets_are_measured_after_the_corpus_and_paired_with_each_bucke
     texts = _texts([30, 200, 40, 100, 60, 250])
     cfg = BenchConfig(workloads=("corpus",), rounds=2)
     assert "corpus_buckets" not in rounds.warm_up(loaded, info, texts, cfg, lambda m: None)  # none in the warm-up
+    order.clear()
     rec = rounds.measured_rounds(loaded, info, texts, cfg, lambda m: None)
+    # Each round: every system's corpus call, then bucket by bucket, every system's turn on it (the
+    # order rotating by one a round), so that a bucket's calls lie next to each other.
+    firsts = {lb: passages[0] for lb, (passages, _) in workloads.corpus_buckets(texts, CORPUS_BUCKETS).items()}
+    per_round = [order[k:k + 12] for k in (0, 12)]
+    assert [n for n, _ in per_round[0]] == ["st", "ct2-int8", "bowrt-fp32"] * 4
+    assert [n for n, _ in per_round[1]] == ["ct2-int8", "bowrt-fp32", "st"] * 4
+    for calls in per_round:
+        assert [t for _, t in calls[3:]] == [firsts[lb] for lb in firsts for _ in range(3)]
     assert rec["corpus"]["ct2-int8"] == pytest.approx([0.5 * sum(texts.corpus_tokens) / 1000] * 2)  # inside the worker
     assert rec["corpus_buckets"]["ct2-int8"]["<=64"] == pytest.approx([0.5 * 130 / 1000] * 2)
     assert rec["corpus_buckets"]["st"]["65-128"] == pytest.approx([1.0 * 100 / 1000] * 2)
-    out = gather.gather(rec, texts, {"corpus": 1.0}, {}, cfg)["corpus"]["buckets"]
+    flops = {"corpus": 1.0, "corpus <=64": 1e9}
+    out = gather.gather(rec, texts, flops, {"best": {"fp32": 100.0}}, cfg)["corpus"]["buckets"]
     assert {lb: b["passages"] for lb, b in out.items()} == {"<=64": 3, "65-128": 1, "129-256": 2}
     bowrt = {lb: b["results"]["bowrt-fp32"] for lb, b in out.items()}
     assert bowrt["<=64"]["items_per_s"]["median"] == pytest.approx(3 / (0.25 * 130 / 1000))
     assert bowrt["<=64"]["paired"]["median"] == pytest.approx(0.4)  # st's 0.1 ms/token, not ct2's 0.5
     assert bowrt["65-128"]["paired"]["median"] == pytest.approx(2.0)  # ct2's 0.5, not st's 1.0
     assert bowrt["129-256"]["paired"]["n"] == 2 and "paired" not in out["<=64"]["results"]["st"]
+    # 1 GFLOP in bowrt's 0.25 * 130 ms, over a 100 GFLOP/s ceiling
+    assert bowrt["<=64"]["ceiling_fraction"] == pytest.approx(1.0 / (0.25 * 130 / 1000) / 100.0)
 
 
 def _frontier_result() -> dict:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from benchmarks.harness import machine, systems, workloads
 from benchmarks.harness.config import (
     CLIENTS,
+    CORPUS_BUCKETS,
     GUESSED_EFFICIENCY,
     LATENCY_BLOCK,
     LATENCY_BLOCK_PAUSE_S,
@@ -41,11 +42,14 @@ def guessed_rates(specs: dict[str, SystemSpec], ceilings: dict[str, Any]) -> dic
 
 
 def workload_flops(config: dict[str, Any], texts: workloads.Texts, cfg: BenchConfig) -> dict[str, float]:
-    """FLOPs of one call of each workload (latency: per single-query call, on average)."""
+    """FLOPs of one call of each workload (latency: per single-query call, on average; ``"corpus LABEL"``:
+    one corpus length bucket's call)."""
     q = texts.query_tokens[: cfg.latency_calls]
     return {"latency": machine.encoder_flops(config, q) / len(q),
             "batch32x128": machine.encoder_flops(config, texts.batch_tokens),
-            "corpus": machine.encoder_flops(config, texts.corpus_tokens)}
+            "corpus": machine.encoder_flops(config, texts.corpus_tokens),
+            **{f"corpus {label}": machine.encoder_flops(config, tokens)
+               for label, (_, tokens) in workloads.corpus_buckets(texts, CORPUS_BUCKETS).items()}}
 
 
 def estimate_s(cfg: BenchConfig, names: list[str], flops: dict[str, float], rate: dict[str, float],

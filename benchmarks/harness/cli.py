@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-accuracy", action="store_true", help="skip the accuracy table (MiniLM)")
     p.add_argument("--no-memory", action="store_true", help="skip cold start and peak RSS (one process per system)")
     p.add_argument("--no-buckets", action="store_true",
-                   help="skip the corpus by passage length (one more call per bucket after each corpus call)")
+                   help="skip the corpus by passage length (each round ends with one call per system and bucket)")
     p.add_argument("-o", "--out", default="results", metavar="DIR", help="output folder (default: results/)")
     return p
 

@@ -51,7 +51,7 @@ class BenchConfig:
     memory: bool = True
     seed: int = 1234
     corpus: int | None = None  # passages in the corpus workload (default 1000; --quick: 200, fewer if needed)
-    buckets: bool = True  # after each corpus call, one call per length bucket (CORPUS_BUCKETS)
+    buckets: bool = True  # each round ends with one call per system and length bucket (CORPUS_BUCKETS)
 
     @property
     def n_rounds(self) -> int:

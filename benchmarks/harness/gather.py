@@ -95,12 +95,15 @@ def throughput_results(wl: str, rec: dict[str, Any], texts: workloads.Texts, flo
             "flops": flops[wl], "results": res}
 
 
-def bucket_results(rec: dict[str, dict[str, list[float]]], texts: workloads.Texts) -> dict[str, Any]:
-    """``workloads["corpus"]["buckets"]``: per length bucket, each system's rate and, for bowrt, its
-    speed over the fastest peer of the same round *in that bucket* (``paired``)."""
+def bucket_results(rec: dict[str, dict[str, list[float]]], texts: workloads.Texts, flops: dict[str, float],
+                   ceilings: dict[str, Any]) -> dict[str, Any]:
+    """``workloads["corpus"]["buckets"]``: per length bucket, each system's rate, its GEMM-ceiling
+    fraction and, for bowrt, its speed over the fastest peer of the same round *in that bucket* (``paired``)."""
     out = {}
     for label, (_, tokens) in workloads.corpus_buckets(texts, CORPUS_BUCKETS).items():
-        res = {n: _rates(by_label[label], tokens) for n, by_label in rec.items() if by_label.get(label)}
+        res = {n: {**_rates(by_label[label], tokens), "ceiling_fraction": ceiling_fraction(
+                   n, flops.get(f"corpus {label}", 0.0), float(np.median(by_label[label])), ceilings)}
+               for n, by_label in rec.items() if by_label.get(label)}
         for n, pair in paired(res, higher=True).items():
             res[n]["paired"] = pair
         out[label] = {"passages": len(tokens), "tokens": sum(tokens), "min_tokens": min(tokens),
@@ -133,11 +136,13 @@ def gather(rec: dict[str, Any], texts: workloads.Texts, flops: dict[str, float],
         if wl in rec:
             out[wl] = throughput_results(wl, rec[wl], texts, flops, ceilings)
     if "corpus" in out and rec.get("corpus_buckets"):
-        out["corpus"]["buckets"] = bucket_results(rec["corpus_buckets"], texts)
+        out["corpus"]["buckets"] = bucket_results(rec["corpus_buckets"], texts, flops, ceilings)
         out["corpus"]["buckets_description"] = (
-            "after each corpus call, one call per length bucket with that bucket's passages of the same corpus "
-            "(in corpus order; every passage in one bucket, by token count with [CLS]/[SEP]); 'paired': per round, "
-            "against the fastest peer of that round in that bucket, then median [min–max] over rounds")
+            "at the end of each round, one call per system and length bucket with that bucket's passages of the same "
+            "corpus (in corpus order; every passage in one bucket, by token count with [CLS]/[SEP]), bucket by bucket: "
+            "every system takes its turn on a bucket (the order rotating by one a round) before the next bucket, so "
+            "that the calls a ratio compares lie seconds apart; 'paired': per round, against the fastest peer of that "
+            "round in that bucket, then median [min–max] over rounds; '% ceiling': useful FLOP/s over the GEMM rate")
     if "concurrent" in rec:
         out["concurrent"] = concurrent_results(rec["concurrent"], cfg)
     return out

@@ -194,7 +194,7 @@ def _speed_md(w: dict[str, Any] | None, wl: str, metric: str, label: str, higher
         frac = r.get("ceiling_fraction")
         vs_t, vs_b = rat.get(n, (None, None))
         rows.append([n, _cell(r.get(metric)), *extra, _fmt(vs_t) if vs_t else "-", _fmt(vs_b) if vs_b else "-",
-                     _cell(pair.get(n)), *per_call, f"{100 * frac:.1f}%" if frac is not None else "-"])
+                     _cell(pair.get(n)), *per_call, _percent(frac)])
     second = "p99 ms" if wl == "latency" else "tokens/s"
     return ["", f"## {label}", "", w.get("description", ""), ""] + _table(
         ["system", "p50 ms" if wl == "latency" else "passages/s", second, "x torch", "x best peer",
@@ -202,7 +202,8 @@ def _speed_md(w: dict[str, Any] | None, wl: str, metric: str, label: str, higher
 
 
 def _buckets_md(w: dict[str, Any] | None) -> list[str]:
-    """The corpus rate by passage length: a column per bucket, then bowrt's paired ratio per bucket."""
+    """The corpus rate by passage length: a column per bucket, then bowrt's paired ratio per bucket,
+    then each system's GEMM-ceiling fraction per bucket."""
     buckets = (w or {}).get("buckets") or {}
     if not buckets:
         return []
@@ -210,10 +211,16 @@ def _buckets_md(w: dict[str, Any] | None) -> list[str]:
     rows = []
     for n in names:
         got = [b["results"].get(n, {}) for b in buckets.values()]
-        rows.append([n, *(_cell(r.get("items_per_s")) for r in got), *(_cell(r.get("paired")) for r in got)])
+        rows.append([n, *(_cell(r.get("items_per_s")) for r in got), *(_cell(r.get("paired")) for r in got),
+                     *(_percent(r.get("ceiling_fraction")) for r in got)])
     header = [f"{lb} tokens ({b['passages']}), passages/s" for lb, b in buckets.items()]
     return ["", "## Corpus by passage length (passages/s)", "", w.get("buckets_description", ""), ""] + _table(
-        ["system", *header, *(f"{lb}: x best peer, paired" for lb in buckets)], rows)
+        ["system", *header, *(f"{lb}: x best peer, paired" for lb in buckets), *(f"{lb}: % ceiling" for lb in buckets)],
+        rows)
+
+
+def _percent(frac: float | None) -> str:
+    return f"{100 * frac:.1f}%" if frac is not None else "-"
 
 
 def _frontier_md(res: dict[str, Any]) -> list[str]:

@@ -3,9 +3,11 @@
 In round r every system runs every workload once, the system order rotating by one each
 round, so that drift (thermal, other tenants) hits all systems alike. Batch-1 latency is
 interleaved finer: each round opens with every system taking short turns on the same
-queries (:func:`latency_round`). Raw figures go into one record
-(``rec[workload][system]``: per round, the latency samples in ms or the seconds of one
-call; ``rec["corpus_buckets"][system][bucket]``: seconds per round);
+queries (:func:`latency_round`), and the corpus by length closes each round with every
+system taking its turn on one length bucket before the next bucket (:func:`bucket_round`).
+Raw figures go into one record (``rec[workload][system]``: per round, the latency samples
+in ms or the seconds of one call; ``rec["corpus_buckets"][system][bucket]``: seconds per
+round);
 :mod:`benchmarks.harness.gather` turns it into medians. A system that fails is dropped
 with its reason, and the rest of the run goes on.
 """
@@ -61,22 +63,34 @@ def run_workload(name: str, sys_: Any, wl: str, texts: workloads.Texts, cfg: Ben
         _concurrent(name, sys_, texts, cfg, rec, warm)
     if calls:
         inside_worker(name, wl, rec, calls)
-    if wl == "corpus" and cfg.buckets and not warm:
-        _buckets(name, sys_, texts, rec)
 
 
-def _buckets(name: str, sys_: Any, texts: workloads.Texts, rec: dict[str, Any]) -> None:
-    """Right after the corpus call: one call per length bucket with that bucket's passages, so the
-    rate by length comes from the same texts, the same minute. ``rec["corpus_buckets"][name][label]``:
-    seconds per round (a worker system's: inside the worker)."""
-    calls = getattr(sys_, "calls", None)
+def bucket_round(loaded: dict[str, Any], texts: workloads.Texts, rec: dict[str, Any],
+                 shift: int = 0) -> dict[str, Exception]:
+    """The corpus by length in one round: for each length bucket in turn, every system in
+    ``loaded`` (rotated by ``shift``) makes one call with that bucket's passages, a pause between
+    systems. So the calls that a bucket's paired ratio compares lie seconds apart, not a round
+    apart (this VM's speed drifts by 20 % within a minute). ``rec["corpus_buckets"][name][label]``
+    gains this round's seconds (a worker system's: inside the worker). Returns the systems that
+    raised, with their exception; they add nothing more."""
+    failed: dict[str, Exception] = {}
     for label, (passages, _) in workloads.corpus_buckets(texts, CORPUS_BUCKETS).items():
-        if calls is not None:
-            calls.clear()
-        seconds = workloads.throughput(sys_.encode, passages)
-        if calls:
-            seconds = calls[-1][1]
-        rec.setdefault("corpus_buckets", {}).setdefault(name, {}).setdefault(label, []).append(seconds)
+        for name in _rotated(list(loaded), shift):
+            if name in failed:
+                continue
+            calls = getattr(loaded[name], "calls", None)
+            if calls is not None:
+                calls.clear()
+            try:
+                seconds = workloads.throughput(loaded[name].encode, passages)
+            except Exception as e:  # reported by the caller, the other systems go on
+                failed[name] = e
+                continue
+            if calls:
+                seconds = calls[-1][1]
+            rec.setdefault("corpus_buckets", {}).setdefault(name, {}).setdefault(label, []).append(seconds)
+            time.sleep(PAUSE_S)
+    return failed
 
 
 def latency_round(loaded: dict[str, Any], texts: workloads.Texts, cfg: BenchConfig, rec: dict[str, Any],
@@ -170,17 +184,20 @@ def warm_rates(warm: dict[str, Any], loaded: dict[str, Any], config: dict[str, A
     return rate, lat_s
 
 
-ALL = "every system"  # the name of a step that runs every system at once (the interleaved latency)
+ALL = "every system"  # the name of a step that runs every system at once (latency, the corpus by length)
 
 
 def _steps(order: list[str], cfg: BenchConfig) -> list[tuple[int, str, str]]:
     """(round, system, workload) in run order: each round opens with the interleaved latency of every
-    system, then each system (the order rotated by one a round) runs its other workloads."""
+    system, then each system (the order rotated by one a round) runs its other workloads, and the
+    corpus by length (every system, bucket by bucket) closes the round."""
     steps = []
     for r in range(cfg.n_rounds):
         if "latency" in cfg.workloads:
             steps.append((r, ALL, "latency"))
         steps += [(r, n, wl) for n in _rotated(order, r) for wl in cfg.workloads if wl != "latency" and runs(n, wl)]
+        if "corpus" in cfg.workloads and cfg.buckets:
+            steps.append((r, ALL, "buckets"))
     return steps
 
 
@@ -193,9 +210,11 @@ def measured_rounds(loaded: dict[str, Any], info: dict[str, Any], texts: workloa
     for i, (r, n, wl) in enumerate(steps):
         where = f"round {r + 1}/{cfg.n_rounds}"
         if n == ALL and loaded:
-            bar.show(i, f"{where} latency, every system in turns")
-            for m, e in latency_round(loaded, texts, cfg, rec, shift=r).items():
-                _fail(m, f"failed in round {r + 1} (latency): {type(e).__name__}: {e}", loaded, info, rec, bar.write)
+            bar.show(i, f"{where} {wl}, every system in turns")
+            step = latency_round(loaded, texts, cfg, rec, shift=r) if wl == "latency" else bucket_round(
+                loaded, texts, rec, shift=r)
+            for m, e in step.items():
+                _fail(m, f"failed in round {r + 1} ({wl}): {type(e).__name__}: {e}", loaded, info, rec, bar.write)
         elif n in loaded:
             bar.show(i, f"{where} {n} {wl}")
             try:
