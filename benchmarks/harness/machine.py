@@ -91,7 +91,11 @@ def describe() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str | None]:
-    return {p: version(p) for p in PACKAGES}
+    """Installed versions; bowrt's from the code that runs (an editable install's metadata keeps
+    the version it was installed at)."""
+    import bowrt
+
+    return {p: bowrt.__version__ if p == "bowrt" else version(p) for p in PACKAGES}
 
 
 # --- FLOPs ------------------------------------------------------------------------------------
