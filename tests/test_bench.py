@@ -768,44 +768,6 @@ def test_corpus_buckets_partition_the_corpus_by_token_count():
     assert list(workloads.corpus_buckets(_texts([20, 30]), CORPUS_BUCKETS)) == ["<=64"]  # empty buckets left out
 
 
-def test_length_chunks_sort_by_length_and_split_evenly():
-    passages = [f"p{i}" for i in range(35)]
-    tokens = [(i * 7) % 35 for i in range(35)]  # a permutation of 0..34
-    chunks = workloads.length_chunks(passages, tokens, 16)
-    assert [len(c) for c in chunks] == [11, 12, 12]  # ceil(35 / 16) = 3 chunks of near-equal size
-    flat = [tokens[passages.index(p)] for c in chunks for p in c]
-    assert flat == sorted(tokens)  # shortest first, every passage exactly once
-    assert workloads.length_chunks(["a", "b"], [5, 5], 16) == [["a", "b"]]  # ties keep their order
-    assert workloads.length_chunks([], [], 16) == []
-
-
-def test_bucket_chunks_pair_chunk_against_chunk_where_a_slow_phase_hits_one_round(fake_clock):
-    from benchmarks.harness import gather
-    from benchmarks.harness.config import BUCKET_CHUNK
-
-    # One bucket of 40 passages (3 chunks). bowrt is 1.25x the peer on every chunk, but a slow phase
-    # makes bowrt's second chunk of round 1 three times slower: per round that round's sum loses,
-    # chunk against chunk it is one ratio of three and the median stays 1.25.
-    calls = {"n": 0}
-
-    def bowrt_ms(texts):
-        calls["n"] += 1
-        return 0.8 * sum(len(t.split()) for t in texts) * (3 if calls["n"] == 2 else 1)
-
-    order: list = []
-    loaded = {"ct2-int8": _Fake("ct2-int8", fake_clock, order, lambda texts: sum(len(t.split()) for t in texts)),
-              "bowrt-int8": _Fake("bowrt-int8", fake_clock, order, bowrt_ms)}
-    texts = _texts([20 + i for i in range(40)])
-    rec: dict = {}
-    for r in range(2):
-        assert rounds.bucket_round(loaded, texts, rec, shift=r) == {}
-    assert [len(c) for c in rec["corpus_bucket_chunks"]["ct2-int8"]["<=64"]] == [-(-40 // BUCKET_CHUNK)] * 2
-    out = gather.bucket_results(rec["corpus_buckets"], texts, {}, {}, rec["corpus_bucket_chunks"])["<=64"]
-    mine = out["results"]["bowrt-int8"]
-    assert min(mine["paired"]["min"], mine["paired"]["max"]) < 1.0  # round 1's sum: the slow chunk shows
-    assert mine["paired_per_chunk"]["rounds"] == pytest.approx([1.25, 1.25])
-
-
 def test_corpus_buckets_are_measured_bucket_by_bucket_and_paired_with_each_buckets_fastest_peer(fake_clock):
     from benchmarks.harness import gather
     from benchmarks.harness.config import CORPUS_BUCKETS
@@ -840,9 +802,6 @@ def test_corpus_buckets_are_measured_bucket_by_bucket_and_paired_with_each_bucke
     bowrt = {lb: b["results"]["bowrt-fp32"] for lb, b in out.items()}
     assert bowrt["<=64"]["items_per_s"]["median"] == pytest.approx(3 / (0.25 * 130 / 1000))
     assert bowrt["<=64"]["paired"]["median"] == pytest.approx(0.4)  # st's 0.1 ms/token, not ct2's 0.5
-    assert rec["corpus_bucket_chunks"]["st"]["129-256"] == [pytest.approx([0.45])] * 2  # one chunk: 200 + 250 tokens
-    assert bowrt["<=64"]["paired_per_chunk"]["median"] == pytest.approx(0.4)  # chunk against chunk: the same here
-    assert bowrt["65-128"]["paired_per_chunk"]["peers"] == ["ct2-int8"] * 2
     assert bowrt["65-128"]["paired"]["median"] == pytest.approx(2.0)  # ct2's 0.5, not st's 1.0
     assert bowrt["129-256"]["paired"]["n"] == 2 and "paired" not in out["<=64"]["results"]["st"]
     # 1 GFLOP in bowrt's 0.25 * 130 ms, over a 100 GFLOP/s ceiling

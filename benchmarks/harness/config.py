@@ -21,10 +21,6 @@ LATENCY_BLOCK_PAUSE_S = 0.05  # untimed, before every turn
 # Passage-length buckets of the corpus (tokens with [CLS]/[SEP]): (label, largest length). A passage
 # goes to the first bucket it fits; the last takes anything longer (passages are cut at 256 anyway).
 CORPUS_BUCKETS = (("<=64", 64), ("65-128", 128), ("129-256", 256))
-# The corpus by length runs each bucket in chunks of about this many passages (sorted by
-# length), every system taking its turn on a chunk before the next: a chunk takes 0.3-5 s,
-# so the calls a ratio compares lie within the host's slow phases (7-10 s, docs/benchmarks.md).
-BUCKET_CHUNK = 16
 PAUSE_S = 0.2  # between systems: lets the previous one's spinning worker threads go idle
 QUICK_BUDGET_S = 120.0  # rounds + memory + accuracy; imports, loading and warm-up (~1 min) come on top
 QUICK_MIN_CORPUS = 32

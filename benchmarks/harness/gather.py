@@ -13,7 +13,6 @@ import numpy as np
 
 from benchmarks.harness import machine, systems, workloads
 from benchmarks.harness.config import (
-    BUCKET_CHUNK,
     CLIENTS,
     CORPUS_BUCKETS,
     LATENCY_BLOCK,
@@ -97,12 +96,9 @@ def throughput_results(wl: str, rec: dict[str, Any], texts: workloads.Texts, flo
 
 
 def bucket_results(rec: dict[str, dict[str, list[float]]], texts: workloads.Texts, flops: dict[str, float],
-                   ceilings: dict[str, Any], chunks: dict[str, dict[str, list[list[float]]]] | None = None
-                   ) -> dict[str, Any]:
+                   ceilings: dict[str, Any]) -> dict[str, Any]:
     """``workloads["corpus"]["buckets"]``: per length bucket, each system's rate, its GEMM-ceiling
-    fraction and, for bowrt, its speed over the fastest peer of the same round *in that bucket*
-    (``paired``) and, from ``chunks`` (seconds per chunk and round), chunk against chunk
-    (``paired_per_chunk``: :func:`paired_per_call` over the bucket's chunks)."""
+    fraction and, for bowrt, its speed over the fastest peer of the same round *in that bucket* (``paired``)."""
     out = {}
     for label, (_, tokens) in workloads.corpus_buckets(texts, CORPUS_BUCKETS).items():
         res = {n: {**_rates(by_label[label], tokens), "ceiling_fraction": ceiling_fraction(
@@ -110,9 +106,6 @@ def bucket_results(rec: dict[str, dict[str, list[float]]], texts: workloads.Text
                for n, by_label in rec.items() if by_label.get(label)}
         for n, pair in paired(res, higher=True).items():
             res[n]["paired"] = pair
-        per_chunk = {n: by_label[label] for n, by_label in (chunks or {}).items() if n in res and by_label.get(label)}
-        for n, pair in paired_per_call(per_chunk).items():
-            res[n]["paired_per_chunk"] = pair
         out[label] = {"passages": len(tokens), "tokens": sum(tokens), "min_tokens": min(tokens),
                       "max_tokens": max(tokens), "results": res}
     return out
@@ -143,16 +136,13 @@ def gather(rec: dict[str, Any], texts: workloads.Texts, flops: dict[str, float],
         if wl in rec:
             out[wl] = throughput_results(wl, rec[wl], texts, flops, ceilings)
     if "corpus" in out and rec.get("corpus_buckets"):
-        out["corpus"]["buckets"] = bucket_results(rec["corpus_buckets"], texts, flops, ceilings,
-                                                  rec.get("corpus_bucket_chunks"))
+        out["corpus"]["buckets"] = bucket_results(rec["corpus_buckets"], texts, flops, ceilings)
         out["corpus"]["buckets_description"] = (
-            "at the end of each round, the passages of the same corpus by length bucket (every passage in one bucket, "
-            f"by token count with [CLS]/[SEP]), each bucket sorted by length and cut into chunks of about {BUCKET_CHUNK} "
-            "passages: every system takes its turn on a chunk (the order rotating by one a chunk) before the next "
-            "chunk, so that the calls a ratio compares lie seconds apart; a bucket's rate is its passages over the sum "
-            "of its chunks' seconds. 'paired': per round, against the fastest peer of that round in that bucket, then "
-            "median [min–max] over rounds; 'per chunk': per round, the median over chunks of (that peer's seconds / "
-            "bowrt's) for the same chunk, then median [min–max] over rounds; '% ceiling': useful FLOP/s over the GEMM rate")
+            "at the end of each round, one call per system and length bucket with that bucket's passages of the same "
+            "corpus (in corpus order; every passage in one bucket, by token count with [CLS]/[SEP]), bucket by bucket: "
+            "every system takes its turn on a bucket (the order rotating by one a round) before the next bucket, so "
+            "that the calls a ratio compares lie seconds apart; 'paired': per round, against the fastest peer of that "
+            "round in that bucket, then median [min–max] over rounds; '% ceiling': useful FLOP/s over the GEMM rate")
     if "concurrent" in rec:
         out["concurrent"] = concurrent_results(rec["concurrent"], cfg)
     return out

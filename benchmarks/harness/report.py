@@ -202,8 +202,8 @@ def _speed_md(w: dict[str, Any] | None, wl: str, metric: str, label: str, higher
 
 
 def _buckets_md(w: dict[str, Any] | None) -> list[str]:
-    """The corpus rate by passage length: a column per bucket, then bowrt's paired ratios per bucket
-    (round against round, chunk against chunk), then each system's GEMM-ceiling fraction per bucket."""
+    """The corpus rate by passage length: a column per bucket, then bowrt's paired ratio per bucket,
+    then each system's GEMM-ceiling fraction per bucket."""
     buckets = (w or {}).get("buckets") or {}
     if not buckets:
         return []
@@ -212,11 +212,11 @@ def _buckets_md(w: dict[str, Any] | None) -> list[str]:
     for n in names:
         got = [b["results"].get(n, {}) for b in buckets.values()]
         rows.append([n, *(_cell(r.get("items_per_s")) for r in got), *(_cell(r.get("paired")) for r in got),
-                     *(_cell(r.get("paired_per_chunk")) for r in got), *(_percent(r.get("ceiling_fraction")) for r in got)])
+                     *(_percent(r.get("ceiling_fraction")) for r in got)])
     header = [f"{lb} tokens ({b['passages']}), passages/s" for lb, b in buckets.items()]
     return ["", "## Corpus by passage length (passages/s)", "", w.get("buckets_description", ""), ""] + _table(
-        ["system", *header, *(f"{lb}: x best peer, paired" for lb in buckets),
-         *(f"{lb}: x best peer, per chunk" for lb in buckets), *(f"{lb}: % ceiling" for lb in buckets)], rows)
+        ["system", *header, *(f"{lb}: x best peer, paired" for lb in buckets), *(f"{lb}: % ceiling" for lb in buckets)],
+        rows)
 
 
 def _percent(frac: float | None) -> str:

@@ -4,7 +4,7 @@ In round r every system runs every workload once, the system order rotating by o
 round, so that drift (thermal, other tenants) hits all systems alike. Batch-1 latency is
 interleaved finer: each round opens with every system taking short turns on the same
 queries (:func:`latency_round`), and the corpus by length closes each round with every
-system taking its turn on one chunk of a length bucket before the next chunk (:func:`bucket_round`).
+system taking its turn on one length bucket before the next bucket (:func:`bucket_round`).
 Raw figures go into one record (``rec[workload][system]``: per round, the latency samples
 in ms or the seconds of one call; ``rec["corpus_buckets"][system][bucket]``: seconds per
 round);
@@ -22,7 +22,6 @@ import numpy as np
 
 from benchmarks.harness import machine, workloads
 from benchmarks.harness.config import (
-    BUCKET_CHUNK,
     CLIENTS,
     CORPUS_BUCKETS,
     LATENCY_BLOCK,
@@ -68,39 +67,30 @@ def run_workload(name: str, sys_: Any, wl: str, texts: workloads.Texts, cfg: Ben
 
 def bucket_round(loaded: dict[str, Any], texts: workloads.Texts, rec: dict[str, Any],
                  shift: int = 0) -> dict[str, Exception]:
-    """The corpus by length in one round: each length bucket, sorted by length, in chunks of
-    about :data:`BUCKET_CHUNK` passages (:func:`workloads.length_chunks`); every system in
-    ``loaded`` takes its turn on a chunk (the order rotating by one a chunk, and by ``shift``),
-    a pause between systems, before the next chunk. So the calls that a chunk's paired ratio
-    compares lie seconds apart, inside one of this host's slow phases rather than across two.
-    ``rec["corpus_buckets"][name][label]`` gains this round's seconds over the whole bucket,
-    ``rec["corpus_bucket_chunks"][name][label]`` its seconds per chunk (a worker system's:
-    inside the worker). Returns the systems that raised, with their exception; they add nothing."""
+    """The corpus by length in one round: for each length bucket in turn, every system in
+    ``loaded`` (rotated by ``shift``) makes one call with that bucket's passages, a pause between
+    systems. So the calls that a bucket's paired ratio compares lie seconds apart, not a round
+    apart (this VM's speed drifts by 20 % within a minute). ``rec["corpus_buckets"][name][label]``
+    gains this round's seconds (a worker system's: inside the worker). Returns the systems that
+    raised, with their exception; they add nothing more."""
     failed: dict[str, Exception] = {}
-    for label, (passages, tokens) in workloads.corpus_buckets(texts, CORPUS_BUCKETS).items():
-        per_chunk: dict[str, list[float]] = {}
-        for c, chunk in enumerate(workloads.length_chunks(passages, tokens, BUCKET_CHUNK)):
-            for name in _rotated(list(loaded), shift + c):
-                if name not in failed:
-                    try:
-                        per_chunk.setdefault(name, []).append(_one_call(loaded[name], chunk))
-                    except Exception as e:  # reported by the caller, the other systems go on
-                        failed[name] = e
-                    time.sleep(PAUSE_S)
-        for name, secs in per_chunk.items():
-            if name not in failed:
-                rec.setdefault("corpus_buckets", {}).setdefault(name, {}).setdefault(label, []).append(sum(secs))
-                rec.setdefault("corpus_bucket_chunks", {}).setdefault(name, {}).setdefault(label, []).append(secs)
+    for label, (passages, _) in workloads.corpus_buckets(texts, CORPUS_BUCKETS).items():
+        for name in _rotated(list(loaded), shift):
+            if name in failed:
+                continue
+            calls = getattr(loaded[name], "calls", None)
+            if calls is not None:
+                calls.clear()
+            try:
+                seconds = workloads.throughput(loaded[name].encode, passages)
+            except Exception as e:  # reported by the caller, the other systems go on
+                failed[name] = e
+                continue
+            if calls:
+                seconds = calls[-1][1]
+            rec.setdefault("corpus_buckets", {}).setdefault(name, {}).setdefault(label, []).append(seconds)
+            time.sleep(PAUSE_S)
     return failed
-
-
-def _one_call(sys_: Any, passages: list[str]) -> float:
-    """Seconds of one passage call (a worker system's: inside the worker)."""
-    calls = getattr(sys_, "calls", None)
-    if calls is not None:
-        calls.clear()
-    seconds = workloads.throughput(sys_.encode, passages)
-    return calls[-1][1] if calls else seconds
 
 
 def latency_round(loaded: dict[str, Any], texts: workloads.Texts, cfg: BenchConfig, rec: dict[str, Any],

@@ -45,21 +45,14 @@ def _paired_lines(res: dict[str, Any]) -> list[str]:
 
 
 def _bucket_lines(res: dict[str, Any]) -> list[str]:
-    """One line per bowrt system: its paired corpus ratio in each length bucket (chunk against chunk
-    where the run has it, else round against round)."""
+    """One line per bowrt system: its paired corpus ratio in each length bucket."""
     buckets = (res["workloads"].get("corpus") or {}).get("buckets") or {}
     by_name: dict[str, list[str]] = {}
     for label, b in buckets.items():
         for n, r in b.get("results", {}).items():
-            pair = r.get("paired_per_chunk") or r.get("paired") or {}
-            if pair.get("median") is not None:
-                by_name.setdefault(n, []).append(f"{label} {_span(pair)}")
-    return [f"  {n}, corpus by length (tokens{', chunk against chunk' if _chunked(buckets, n) else ''}): "
-            f"{', '.join(parts)}" for n, parts in by_name.items()]
-
-
-def _chunked(buckets: dict[str, Any], name: str) -> bool:
-    return any("paired_per_chunk" in b.get("results", {}).get(name, {}) for b in buckets.values())
+            if (r.get("paired") or {}).get("median") is not None:
+                by_name.setdefault(n, []).append(f"{label} {_span(r['paired'])}")
+    return [f"  {n}, corpus by length (tokens): {', '.join(parts)}" for n, parts in by_name.items()]
 
 
 def summary(res: dict[str, Any], out_dir: str) -> list[str]:

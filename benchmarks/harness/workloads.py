@@ -151,15 +151,6 @@ def corpus_buckets(texts: Texts, bounds: tuple[tuple[str, int], ...]) -> dict[st
     return {lb: out[lb] for lb, _ in bounds if lb in out}  # in bucket order
 
 
-def length_chunks(passages: list[str], tokens: list[int], size: int) -> list[list[str]]:
-    """``passages`` sorted by token count (ties in their order) and cut into ``ceil(n / size)``
-    chunks of near-equal size, shortest first: each chunk is about one length, as a system that
-    sorts the whole list by length would batch it. Every passage is in exactly one chunk."""
-    order = sorted(range(len(passages)), key=lambda i: tokens[i])
-    k = -(-len(order) // size) if order else 0
-    return [[passages[i] for i in order[c * len(order) // k:(c + 1) * len(order) // k]] for c in range(k)]
-
-
 def throughput(encode: EncodeFn, passages: list[str]) -> float:
     """Seconds for one call with the whole list."""
     t0 = time.perf_counter()
