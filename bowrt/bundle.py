@@ -3,6 +3,7 @@
 A bundle is a folder::
 
     model.onnx        the graph: input_ids, attention_mask (int64) -> embedding [batch, hidden]
+    model.onnx.data   (int8, bowrt >= 0.6) the graph's weights, which model.onnx stores outside itself
     tokenizer.json    a Hugging Face ``tokenizers`` file
     manifest.json     everything else (schema below), including the sha256 of every file
 
@@ -42,6 +43,10 @@ MODEL_FILE = "model.onnx"
 # runtime/twin.py); bundles from before ship it as a file of this name.
 U8_MODEL_FILE = "model.u8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+# Where an int8 graph of bowrt >= 0.6 keeps its weights: ONNX external data, each tensor at
+# an aligned offset, so ONNX Runtime maps them from the file instead of holding a copy
+# (bowrt/export/external.py). model.onnx names it; the manifest pins its sha256 like any file.
+DATA_FILE = "model.onnx.data"
 
 VARIANTS = ("fp32", "fp16", "int8")
 # The two kinds of text, each with its own rules (TextRules: max length, formatting).

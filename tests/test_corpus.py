@@ -338,3 +338,32 @@ def test_a_shard_encoder_of_the_old_two_argument_form_still_runs(enc, tmp_path, 
         np.testing.assert_allclose(vecs, enc.encode_passages(_items(PASSAGES)), atol=SAME_BUNDLE_ATOL)
         assert "7/7 lines (100.0%)" in capsys.readouterr().err
     assert calls == [3, 3, 1, 3, 3, 1]
+
+
+def test_a_resumed_job_refuses_other_weights_behind_the_same_graph(tiny_bundles, tmp_path):
+    """An int8 graph keeps its weights in model.onnx.data: the job pins that file's sha256 too, so a
+    bundle with the same model.onnx but other weights is another job, never mixed into this one."""
+    import shutil
+
+    import onnx
+
+    from bowrt.bundle import DATA_FILE, MANIFEST, MODEL_FILE, sha256_file
+
+    other = Path(shutil.copytree(tiny_bundles["int8"], tmp_path / "other"))
+    graph = onnx.load(str(other / MODEL_FILE), load_external_data=False)
+    weight = next(t for t in graph.graph.initializer if t.data_type == onnx.TensorProto.INT8
+                  and t.data_location == onnx.TensorProto.EXTERNAL)
+    with open(other / DATA_FILE, "r+b") as f:  # one int8 weight moved by one step: still a valid graph
+        f.seek(int({e.key: e.value for e in weight.external_data}["offset"]))
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 1]))
+    m = json.loads((other / MANIFEST).read_text())
+    m["files"][DATA_FILE] = {"sha256": sha256_file(other / DATA_FILE), "bytes": (other / DATA_FILE).stat().st_size}
+    (other / MANIFEST).write_text(json.dumps(m))
+    src = _write_jsonl(tmp_path / "c.jsonl", PASSAGES)
+    encode_corpus(Encoder(tiny_bundles["int8"], threads=1), src, tmp_path / "out", shard_size=3, progress=False)
+    job = json.loads((tmp_path / "out" / "job.json").read_text())
+    assert job["data_sha256"] == json.loads((tiny_bundles["int8"] / MANIFEST).read_text())["files"][DATA_FILE]["sha256"]
+    with pytest.raises(CorpusError, match="data_sha256 differ"):
+        encode_corpus(Encoder(other, threads=1, check_numerics=False), src, tmp_path / "out", shard_size=3, progress=False)

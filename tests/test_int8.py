@@ -160,7 +160,9 @@ def test_speed_profile_is_all_static_with_biases_in_the_gemm_and_exactly_batch_i
     assert not [n for n in graph.node if n.op_type == "Add" and "bias" in n.name]
     assert assert_batch_invariant(tmp_path / "b" / "int8", min_cos=0.999999) >= 0.999999
     derived = read_manifest(tmp_path / "b" / "int8").quantization["derived"]["model.u8.onnx"]
-    assert derived["transform"] == "u8-weights/2"  # a bowrt that cannot flip QAttention's weights asks for an upgrade
+    # /2 or later (here /3: the weights are in model.onnx.data): a bowrt that cannot flip QAttention's
+    # weights asks for an upgrade instead of deriving a wrong twin
+    assert derived["transform"] == "u8-weights/3"
 
 
 def test_int8_profiles_are_validated_and_set_the_search_target(tmp_path):

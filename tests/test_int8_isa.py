@@ -12,6 +12,7 @@ qemu is installed (.ci/run installs it), on an emulated AVX2-only CPU.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import platform
 import shutil
@@ -27,17 +28,20 @@ from onnx import numpy_helper
 
 from bowrt import Encoder
 from bowrt.bundle import (
+    DATA_FILE,
     INT8_ISAS,
     INT32_ISAS,
     MANIFEST,
     MODEL_FILE,
     U8_MODEL_FILE,
     read_manifest,
+    sha256_file,
 )
 from bowrt.errors import BundleChecksumError, BundleFormatError, HostUnsupportedError, NumericsError, OptionError
+from bowrt.export import external
 from bowrt.export.int8 import isa as int8_isa
 from bowrt.export.probes import load_text_set
-from bowrt.runtime import host, twin
+from bowrt.runtime import graphdata, host, twin
 from bowrt.runtime.session import Session
 
 HERE = Path(__file__).parent
@@ -368,7 +372,8 @@ def test_an_int8_bundle_ships_one_graph_and_names_its_derived_twin(minilm_bundle
     m = read_manifest(minilm_bundles["int8"])
     assert U8_MODEL_FILE not in m.files and not (minilm_bundles["int8"] / U8_MODEL_FILE).exists()
     spec = m.quantization["derived"][U8_MODEL_FILE]
-    assert spec["from"] == MODEL_FILE and spec["transform"] == twin.U8_TRANSFORM
+    # u8-weights/3: the twin of a graph that keeps its weights in model.onnx.data (bowrt >= 0.6)
+    assert spec["from"] == MODEL_FILE and spec["transform"] == twin.U8_TRANSFORMS[2]
     data = twin.graph_source(minilm_bundles["int8"], m, U8_MODEL_FILE)
     assert len(data) == spec["bytes"] and hashlib.sha256(data).hexdigest() == spec["sha256"]
     onnx.checker.check_model(onnx.load_from_string(data))
@@ -446,5 +451,104 @@ def test_the_twin_flips_a_qattention_and_gives_the_same_vectors():
 
 
 def test_a_graph_without_qattention_keeps_the_first_transform_name(minilm_bundles):
-    assert twin.transform_of((minilm_bundles["int8"] / MODEL_FILE).read_bytes()) == "u8-weights/1"
+    """/1 for a graph with its weights inside and no QAttention (what bowrt 0.4 can derive); the
+    bundle's own graph keeps its weights in model.onnx.data, which only a bowrt >= 0.6 reads: /3."""
+    whole = onnx.load(str(minilm_bundles["int8"] / MODEL_FILE)).SerializeToString()
+    assert twin.transform_of(whole) == "u8-weights/1"
+    assert twin.transform_of((minilm_bundles["int8"] / MODEL_FILE).read_bytes()) == "u8-weights/3"
     assert twin.U8_TRANSFORM in twin.U8_TRANSFORMS
+
+
+# --- weights in a data file that ONNX Runtime maps (issue 27, peak RSS) ----------------------
+def _embedded_copy(bundle: Path, dst: Path) -> Path:
+    """The int8 bundle as bowrt <= 0.5 wrote it: every weight inside model.onnx, no data file."""
+    shutil.copytree(bundle, dst)
+    onnx.save(onnx.load(str(bundle / MODEL_FILE)), str(dst / MODEL_FILE))  # loads the data file, saves it inline
+    (dst / DATA_FILE).unlink()
+    data = json.loads((dst / MANIFEST).read_text())
+    del data["files"][DATA_FILE]
+    data["files"][MODEL_FILE] = {"sha256": sha256_file(dst / MODEL_FILE), "bytes": (dst / MODEL_FILE).stat().st_size}
+    spec = data["quantization"]["derived"][U8_MODEL_FILE]
+    sha, size = twin.write_u8(dst / MODEL_FILE, io.BytesIO())
+    spec.update(sha256=sha, bytes=size, transform=twin.transform_of((dst / MODEL_FILE).read_bytes()))
+    (dst / MANIFEST).write_text(json.dumps(data))
+    return dst
+
+
+def test_an_int8_bundle_keeps_its_weights_in_an_aligned_data_file(minilm_bundles):
+    folder = minilm_bundles["int8"]
+    m = read_manifest(folder)
+    assert DATA_FILE in m.files and graphdata.external_files(folder / MODEL_FILE) == {DATA_FILE}
+    assert m.files[MODEL_FILE]["bytes"] < m.files[DATA_FILE]["bytes"] / 20  # the graph file is nodes, not weights
+    graph = onnx.load(str(folder / MODEL_FILE), load_external_data=False)
+    moved = count = 0
+    for t in graph.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            assert len(t.raw_data) < external.THRESHOLD, t.name  # a large weight left inside
+            continue
+        ext = {e.key: e.value for e in t.external_data}
+        offset, length = int(ext["offset"]), int(ext["length"])
+        assert ext["location"] == DATA_FILE and offset % external.PAGE == 0, t.name
+        assert length < external.LARGE or offset % external.LARGE_ALIGN == 0, t.name
+        moved, count = moved + length, count + 1
+    assert 0 <= m.files[DATA_FILE]["bytes"] - moved < count * external.LARGE_ALIGN  # weights and alignment only
+    for variant in ("fp32", "fp16"):  # the other variants are one file, as before
+        assert DATA_FILE not in read_manifest(minilm_bundles[variant]).files
+
+
+def test_a_bundle_with_its_weights_inside_its_graph_still_loads(tiny_bundles, tmp_path, monkeypatch):
+    """bowrt <= 0.5's int8 layout: the same vectors, on the u8 x s8 graph and on its derived twin."""
+    old = _embedded_copy(tiny_bundles["int8"], tmp_path / "v05")
+    assert graphdata.external_files(old / MODEL_FILE) == set()
+    texts = ["who wrote hamlet?", "the capital of france"]
+    for exact in (True, False):
+        monkeypatch.setattr(host, "int8_kernel_exact", lambda exact=exact: exact)
+        a, b = Encoder(old), Encoder(tiny_bundles["int8"])
+        assert a.graph_file == b.graph_file
+        np.testing.assert_array_equal(a.encode_queries(texts), b.encode_queries(texts))
+
+
+def test_the_twin_read_from_the_data_file_is_the_twin_of_the_whole_graph(minilm_bundles):
+    """write_u8 takes the weights from model.onnx.data and puts them inline: the same nodes and the
+    same initializers as derive_u8 gives for the graph with its weights inside."""
+    folder = minilm_bundles["int8"]
+    whole = onnx.load(str(folder / MODEL_FILE)).SerializeToString()
+    with pytest.raises(BundleFormatError, match="write_u8"):  # the bytes alone do not hold the weights
+        twin.derive_u8((folder / MODEL_FILE).read_bytes())
+    a = onnx.load_from_string(twin.derive_u8(whole))
+    b = onnx.load_from_string(twin.graph_source(folder, read_manifest(folder), U8_MODEL_FILE))
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in b.graph.initializer)
+    assert [(n.op_type, list(n.input)) for n in a.graph.node] == [(n.op_type, list(n.input)) for n in b.graph.node]
+    ia = {t.name: numpy_helper.to_array(t) for t in a.graph.initializer}
+    ib = {t.name: numpy_helper.to_array(t) for t in b.graph.initializer}
+    assert ia.keys() == ib.keys()
+    for name, value in ia.items():
+        assert value.dtype == ib[name].dtype and np.array_equal(value, ib[name]), name
+
+
+def test_a_graph_that_reads_weights_from_an_unlisted_file_is_refused(tiny_bundles, tmp_path):
+    """Every byte ONNX Runtime reads is verified: a graph pointing at a file outside the manifest is a
+    BundleFormatError, not a load of unchecked weights."""
+    copy = Path(shutil.copytree(tiny_bundles["int8"], tmp_path / "b"))
+    graph = onnx.load(str(copy / MODEL_FILE), load_external_data=False)
+    for t in graph.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = "weights.bin"
+    onnx.save(graph, str(copy / MODEL_FILE))
+    (copy / DATA_FILE).rename(copy / "weights.bin")
+    data = json.loads((copy / MANIFEST).read_text())
+    del data["files"][DATA_FILE]
+    data["files"][MODEL_FILE] = {"sha256": sha256_file(copy / MODEL_FILE), "bytes": (copy / MODEL_FILE).stat().st_size}
+    (copy / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(BundleFormatError, match="'weights.bin', which manifest.json does not list"):
+        Encoder(copy, check_numerics=False)
+
+
+def test_a_changed_data_file_is_refused(tiny_bundles, tmp_path):
+    copy = Path(shutil.copytree(tiny_bundles["int8"], tmp_path / "b"))
+    with open(copy / DATA_FILE, "r+b") as f:
+        f.seek((copy / DATA_FILE).stat().st_size // 2)
+        f.write(b"\x01\x02\x03\x04")
+    with pytest.raises(BundleChecksumError, match=DATA_FILE):
+        Encoder(copy)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from bowrt import Encoder, signing
-from bowrt.bundle import MANIFEST, MODEL_FILE, SIGNATURE_FILE, sha256_file, verify_bundle
+from bowrt.bundle import DATA_FILE, MANIFEST, MODEL_FILE, SIGNATURE_FILE, sha256_file, verify_bundle
 from bowrt.cli import build_parser, main
 from bowrt.errors import (
     BundleChecksumError,
@@ -67,16 +67,16 @@ def _kid(pub: Path) -> str:
     return kid
 
 
-def _rewrite_weights(folder: Path) -> None:
-    """Flip bytes inside model.onnx (the middle: the word-embedding table) and rewrite its sha256
-    and size in manifest.json as write_bundle writes them: every checksum then agrees."""
-    model = folder / MODEL_FILE
+def _rewrite_weights(folder: Path, name: str = MODEL_FILE) -> None:
+    """Flip bytes inside the weight file ``name`` (model.onnx's middle: the word-embedding table) and
+    rewrite its sha256 and size in manifest.json as write_bundle writes them: every checksum then agrees."""
+    model = folder / name
     data = bytearray(model.read_bytes())
     for i in range(len(data) // 2, len(data) // 2 + 64):
         data[i] ^= 0x5A
     model.write_bytes(bytes(data))
     manifest = json.loads((folder / MANIFEST).read_text())
-    manifest["files"][MODEL_FILE] = {"sha256": sha256_file(model), "bytes": model.stat().st_size}
+    manifest["files"][name] = {"sha256": sha256_file(model), "bytes": model.stat().st_size}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -135,6 +135,18 @@ def test_rewritten_manifest_passes_the_checksums_and_fails_the_signature(bundle,
     assert not isinstance(e.value, BundleUnsignedError)
     rc, out, err = _run(capsys, "verify", bundle, "--public-key", pub)
     assert rc == 1 and out == "" and "changed after signing" in _one_line_error(err)
+
+
+def test_an_int8_bundle_with_rewritten_weights_and_checksums_fails_its_signature(tiny_bundles, keys, tmp_path):
+    """An int8 bundle keeps its weights in model.onnx.data: tampered there, checksum recomputed, the
+    manifest signed before no longer verifies."""
+    key, pub = keys["a"]
+    bundle = Path(shutil.copytree(tiny_bundles["int8"], tmp_path / "int8"))
+    signing.sign_bundle(bundle, key)
+    _rewrite_weights(bundle, DATA_FILE)
+    verify_bundle(bundle)
+    with pytest.raises(BundleSignatureError, match="does not match its signature"):
+        Encoder(bundle, threads=1, trusted_keys=[pub])
 
 
 def test_the_encoder_parses_the_bytes_it_checked(bundle, keys, monkeypatch):

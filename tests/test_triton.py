@@ -83,6 +83,30 @@ def test_client_inputs_run_the_repository_graph(tiny_bundles, tmp_path):
     np.testing.assert_allclose(sess.run(["embedding"], feeds)[0], enc.encode_passages(passages), atol=1e-5)
 
 
+def test_an_int8_graph_takes_its_data_file_into_the_repository(tiny_bundles, tmp_path):
+    """An int8 graph that keeps its weights in model.onnx.data (bowrt >= 0.6), handed to Triton as
+    it is (here: a copy whose manifest calls it exact everywhere, so no twin is chosen): the data file
+    goes beside it, byte for byte, and the repository graph computes what the bundle graph computes."""
+    import json
+    import shutil
+
+    from bowrt.bundle import DATA_FILE, INT8_ISAS, MANIFEST, MODEL_FILE
+
+    bundle = shutil.copytree(tiny_bundles["int8"], tmp_path / "int8")
+    data = json.loads((bundle / MANIFEST).read_text())
+    data["quantization"]["graphs"] = {MODEL_FILE: list(INT8_ISAS)}
+    data["quantization"]["derived"] = {}
+    (bundle / MANIFEST).write_text(json.dumps(data))
+    model_dir = export_triton(bundle, tmp_path / "repo")
+    m = read_manifest(bundle)
+    assert sorted(p.name for p in (model_dir / "1").iterdir()) == [MODEL_FILE, DATA_FILE]
+    assert sha256_file(model_dir / "1" / DATA_FILE) == m.files[DATA_FILE]["sha256"]
+    feeds = triton_inputs(model_dir, ["who wrote hamlet?", "q"], "query")
+    got = ort.InferenceSession(str(model_dir / "1" / MODEL_FILE), providers=["CPUExecutionProvider"]).run(None, feeds)
+    want = ort.InferenceSession(str(bundle / MODEL_FILE), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_array_equal(got[0], want[0])
+
+
 def test_refusals(tiny_bundles, tmp_path):
     bundle = tiny_bundles["fp32"]
     export_triton(bundle, tmp_path / "repo")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bowrt.atomic import write_text_atomic
-from bowrt.bundle import MODEL_FILE, Manifest
+from bowrt.bundle import DATA_FILE, MODEL_FILE, Manifest
 from bowrt.corpus.settings import CorpusSettings
 from bowrt.corpus.shards import ShardEncoder, ShardInput, shard_done, shard_files, write_shard
 from bowrt.errors import CorpusError
@@ -16,10 +16,19 @@ from bowrt.errors import CorpusError
 INDEX, JOB, REJECTS = "index.json", "job.json", "rejects.jsonl"
 
 
+def _weights(m: Manifest) -> dict[str, str]:
+    """What pins the vectors: the graph's sha256 and, where it keeps its weights in a data file
+    (int8, bowrt >= 0.6), that file's, so that a resumed job never mixes two sets of weights."""
+    out = {"model_sha256": m.files[MODEL_FILE]["sha256"]}
+    if DATA_FILE in m.files:
+        out["data_sha256"] = m.files[DATA_FILE]["sha256"]
+    return out
+
+
 def bundle_summary(bundle_dir: Path, m: Manifest) -> dict[str, Any]:
     return {
         "path": str(bundle_dir), "variant": m.variant, "source_model": m.source_model,
-        "source_revision": m.source_revision, "model_sha256": m.files[MODEL_FILE]["sha256"],
+        "source_revision": m.source_revision, **_weights(m),
         "hidden_size": m.hidden_size, "pooling": m.pooling, "normalize": m.normalize,
         "similarity": m.similarity, "query_max_length": m.text.query_max_length,
         "passage_max_length": m.text.passage_max_length,
@@ -36,7 +45,7 @@ class CorpusJob:
         self.bundle_dir, self.manifest, self.input, self.outdir = bundle_dir, manifest, input, outdir
         self.settings = settings
         self.job_json = {
-            "format": "bowrt-corpus-job", "model_sha256": manifest.files[MODEL_FILE]["sha256"],
+            "format": "bowrt-corpus-job", **_weights(manifest),
             "variant": manifest.variant, "kind": settings.kind, "input_format": settings.fmt,
             "shard_size": settings.shard_size, "dtype": settings.dtype,
         }

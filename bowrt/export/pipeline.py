@@ -7,7 +7,7 @@ PyTorch on the probe set (parity.py) -> gates -> atomic bundle write (bundle.py)
 
 from __future__ import annotations
 
-import hashlib
+import io
 import platform
 import sys
 import tempfile
@@ -36,7 +36,7 @@ from bowrt.bundle import (
     write_bundle,
 )
 from bowrt.errors import ExportError, ExportOptionError, ExportOutputExistsError, ParityGateError
-from bowrt.export import eval_gate, fp16, int8, optimize, parity, probes, source, to_onnx
+from bowrt.export import eval_gate, external, fp16, int8, optimize, parity, probes, source, to_onnx
 from bowrt.export.int8 import embeddings, isa
 from bowrt.export.parity import Probe
 from bowrt.runtime import host, twin
@@ -168,16 +168,18 @@ def _int8_graphs(path: Path, work: Path, info: dict[str, Any], probe: Probe) -> 
     graphs, derived = {MODEL_FILE: isas}, {}
     measured, twin_diff = path, None
     if overflows:
-        source = path.read_bytes()
-        data = twin.derive_u8(source)
+        # Derived as the runtime derives it: from the graph file and its data file, streamed.
+        buf = io.BytesIO()
+        sha, size = twin.write_u8(path, buf)
+        data = buf.getvalue()
         twin_isas, left = isa.exact_isas(onnx.load_from_string(data))
         if left:
             raise ExportError(f"the u8 x u8 twin still has {left} weight pairs that can saturate: it should have none")
         twin_path = work / U8_MODEL_FILE
         twin_path.write_bytes(data)
         graphs[U8_MODEL_FILE] = twin_isas
-        derived[U8_MODEL_FILE] = {"from": MODEL_FILE, "transform": twin.transform_of(source),
-                                  "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        derived[U8_MODEL_FILE] = {"from": MODEL_FILE, "transform": twin.transform_of(path.read_bytes()),
+                                  "sha256": sha, "bytes": size}
         if host.int8_kernel_exact():
             a = probes.encode_ids(probes.ort_runner(str(path)), probe.p_ids)
             b = probes.encode_ids(probes.ort_runner(str(twin_path)), probe.p_ids)
@@ -189,7 +191,7 @@ def _int8_graphs(path: Path, work: Path, info: dict[str, Any], probe: Probe) -> 
             measured = twin_path
     exact = sorted({i for v in graphs.values() for i in v}, key=list(INT8_ISAS).index)
     return {**info, "exact_isas": exact, "graphs": graphs, "derived": derived, "pair_overflows": overflows,
-            "twin_max_abs_diff_rel": twin_diff}, {MODEL_FILE: path}, measured
+            "twin_max_abs_diff_rel": twin_diff}, external.graph_files(path), measured
 
 
 # The twin computes the same int32 sums; only float kernels (ORT may order a reduction
@@ -200,17 +202,20 @@ TWIN_TOLERANCE = 1e-5
 @dataclass(frozen=True)
 class _Variant:
     """How one variant is built: its graph builder, the rewrites that builder applies (for
-    the manifest), and, where a variant ships more than one graph, what writes them."""
+    the manifest), where a variant ships more than one graph, what writes them, and whether
+    its weights go to a data file beside the graph (:mod:`bowrt.export.external`)."""
 
     build: Callable[[_Job], tuple[Path, dict[str, Any] | None]]
     rewrites: tuple[str, ...]
     graphs: Callable[[Path, Path, dict[str, Any], Probe], tuple[dict[str, Any], dict[str, Path], Path]] | None = None
+    external: bool = False
 
 
+# int8 (the edge hosts' bundle) keeps its weights in model.onnx.data, which ONNX Runtime maps.
 VARIANT_STEPS: dict[str, _Variant] = {
     "fp32": _Variant(_fp32, (CPU_LAYER_NORM_REWRITE,)),
     "fp16": _Variant(_fp16, ()),
-    "int8": _Variant(_int8, (CPU_LAYER_NORM_REWRITE,), _int8_graphs),
+    "int8": _Variant(_int8, (CPU_LAYER_NORM_REWRITE,), _int8_graphs, external=True),
 }
 
 
@@ -234,7 +239,9 @@ def _build_variant(variant: str, job: _Job, probe: Probe) -> _Built:
     rewrites = list(step.rewrites)
     if job.src.pooling == "cls" and optimize.cls_tail(path, path):
         rewrites.append(CLS_TAIL_REWRITE)
-    files, measured = {MODEL_FILE: path}, path
+    if step.external:  # everything below measures the files the bundle ships
+        path = external.store_external(path, job.work / f"{variant}.bundle-graph")
+    files, measured = external.graph_files(path), path
     if step.graphs is not None:
         # Measure the integers the bundle stands for: on a host whose kernel saturates, its twin.
         info, files, measured = step.graphs(path, job.work, info, probe)

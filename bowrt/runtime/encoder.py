@@ -107,7 +107,7 @@ class Encoder:
             host's); a miss raises :class:`NumericsError` (``runtime/selfcheck.py``).
             Default on: it protects a bundle copied to a new machine. A pass is cached
             per bundle, host and onnxruntime version, so only the first load on a host
-            pays (8 short texts, 165 ms on the bert-base twin's int8 bundle; docs/bundle.md);
+            pays (8 short texts: 165-190 ms on the bert-base twin's int8 bundle, 2 cores; docs/bundle.md);
             ``"always"`` checks again whatever the cache holds.
         trusted_keys: Ed25519 public keys (paths to PEM files, or PEM bytes): the bundle's
             ``manifest.sig`` must hold a signature of its manifest by one of them, checked

@@ -5,7 +5,9 @@ AVX-512 without VNNI: ``bowrt/export/int8/isa.py``), an int8 bundle runs the sam
 integers as u8 x u8: every int8 GEMM weight w stored as the uint8 w + 128, with a weight
 zero point of z + 128. In two's complement, w + 128 as a byte is ``w XOR 0x80``, so the
 twin is the bundle graph with those initializers' bytes flipped and their type set to
-uint8, and one new zero-point initializer per GEMM. A bundle exported by bowrt >= 0.4
+uint8, and one new zero-point initializer per GEMM (a graph that keeps its weights in a
+data file, ``model.onnx.data``, bowrt >= 0.6, gets a twin that holds them inline: one
+self-contained graph, read from the bundle's two verified files). A bundle exported by bowrt >= 0.4
 ships one graph and names the twin in ``quantization.derived``: what it is derived
 from, the transform, and the sha256 of the bytes the export derived. :func:`open_graph`
 derives it here, streaming it into a scratch file that ONNX Runtime opens (an anonymous
@@ -21,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import mmap
 import os
 import tempfile
 from collections.abc import Iterator
@@ -30,15 +31,35 @@ from typing import Any, BinaryIO
 
 from bowrt.bundle import Manifest
 from bowrt.errors import BundleChecksumError, BundleFormatError
-from bowrt.protobuf import LEN, field, fields, varint, varints
+from bowrt.protobuf import LEN, field, fields, varint
+from bowrt.runtime.graphdata import (
+    GRAPH_INITIALIZER,
+    GRAPH_NODE,
+    MODEL_GRAPH,
+    T_DATA_TYPE,
+    T_DIMS,
+    T_EXTERNAL,
+    T_LOCATION,
+    T_NAME,
+    T_RAW,
+    DataFiles,
+    Reader,
+    check_data_files,
+    close_map,
+    map_file,
+    no_data,
+    tensor,
+)
 
 # The transform's name in the manifest. Its bytes are part of the contract: a change to
 # what derive_u8 writes needs a new name (the sha256 in old manifests pins the old one).
 # "u8-weights/2" is the same derivation for graphs that hold a QAttention (the speed profile,
 # bowrt >= 0.5): a runtime that knows only /1 would leave its weights alone, so such a graph is
 # named /2 and an older bowrt asks for an upgrade instead of failing the twin's sha256.
+# "u8-weights/3" is /2 for a graph with weights in a data file (bowrt >= 0.6), which the twin
+# takes inline; a bowrt that knows only /1 and /2 cannot read them, so it asks for an upgrade.
 U8_TRANSFORM = "u8-weights/1"
-U8_TRANSFORMS = ("u8-weights/1", "u8-weights/2")
+U8_TRANSFORMS = ("u8-weights/1", "u8-weights/2", "u8-weights/3")
 
 INTEGER_GEMMS = (b"MatMulInteger", b"MatMulIntegerToFloat", b"DynamicQuantizeMatMul", b"QAttention")
 # Where each takes its weight zero point (MatMulInteger: A, B, a_zp, b_zp; MatMulIntegerToFloat:
@@ -49,46 +70,27 @@ B_ZERO_POINT = {b"MatMulInteger": 3, b"MatMulIntegerToFloat": 5, b"DynamicQuanti
 PER_COLUMN_ZP = (b"MatMulIntegerToFloat",)
 
 # Field numbers from onnx/onnx.proto.
-_MODEL_GRAPH = 7
-_GRAPH_NODE, _GRAPH_INITIALIZER = 1, 5
 _NODE_INPUT, _NODE_OUTPUT, _NODE_NAME, _NODE_OP_TYPE = 1, 2, 3, 4
-_T_DIMS, _T_DATA_TYPE, _T_INT32_DATA, _T_NAME, _T_RAW, _T_LOCATION = 1, 2, 5, 8, 9, 14
 _UINT8, _INT8 = 2, 3
 _FLIP = bytes(b ^ 0x80 for b in range(256))
 
 
-def _tensor(payload: memoryview) -> dict[str, Any]:
-    """What derive_u8 needs of one TensorProto: name, type, dims, raw bytes."""
-    t: dict[str, Any] = {"dims": [], "raw": None, "int32": None, "external": False}
-    for number, _, _, value in fields(payload):
-        if number == _T_NAME:
-            t["name"] = bytes(value)
-        elif number == _T_DATA_TYPE:
-            t["type"] = varints(value)[0]
-        elif number == _T_DIMS:
-            t["dims"] += varints(value)  # packed or not
-        elif number == _T_RAW:
-            t["raw"] = value  # a view: the weights are not copied to be looked at
-        elif number == _T_INT32_DATA:
-            t["int32"] = (t["int32"] or []) + varints(value)
-        elif number == _T_LOCATION:
-            t["external"] = varints(value)[0] == 1
-    return t
+def _raw(t: dict[str, Any], read: Reader) -> memoryview | bytes | None:
+    """The tensor's raw bytes: inside the graph, or read from its data file."""
+    return read(t) if t["external"] else t["raw"]
 
 
-def _int8_bytes(t: dict[str, Any]) -> bytes:
-    """The tensor's int8 values as raw bytes (ONNX stores them raw, or as int32_data)."""
-    if t["external"]:
-        raise BundleFormatError(f"int8 weight {t['name'].decode()!r} is stored outside the graph file: "
-                                "the u8 twin can only be derived from weights inside it")
-    if t["raw"] is not None:
-        return bytes(t["raw"])
+def _int8_bytes(t: dict[str, Any], read: Reader) -> bytes:
+    """The tensor's int8 values as raw bytes (ONNX stores them raw, as int32_data, or in a data file)."""
+    raw = _raw(t, read)
+    if raw is not None:
+        return bytes(raw)
     return bytes(v & 0xFF for v in t["int32"] or [])  # two's complement: the low byte
 
 
-def _u8_tensor(name: bytes, dims: list[int], data: bytes) -> bytes:
-    return (b"".join(field(_T_DIMS, d) for d in dims) + field(_T_DATA_TYPE, _UINT8)
-            + field(_T_NAME, name) + field(_T_RAW, data))
+def _u8tensor(name: bytes, dims: list[int], data: bytes) -> bytes:
+    return (b"".join(field(T_DIMS, d) for d in dims) + field(T_DATA_TYPE, _UINT8)
+            + field(T_NAME, name) + field(T_RAW, data))
 
 
 def _node(payload: memoryview) -> dict[str, Any]:
@@ -111,16 +113,17 @@ def _with_inputs(payload: memoryview, inputs: list[bytes]) -> bytes:
     return b"".join(field(_NODE_INPUT, i) for i in inputs) + b"".join(rest)
 
 
-def _plan(graph: memoryview) -> tuple[dict[bytes, dict[str, Any]], dict[int, tuple[int, bytes, bytes]], set[bytes]]:
+def _plan(graph: memoryview, read: Reader) -> tuple[dict[bytes, dict[str, Any]], dict[int, tuple[int, bytes, bytes]],
+                                                   set[bytes]]:
     """The int8 GEMM weights to flip (name -> tensor), each GEMM node's new zero point
     (node index -> (slot, new initializer name, that initializer)), and the old zero points no
     node uses any more."""
     inits, nodes = {}, []
     for number, _, _, payload in fields(graph):
-        if number == _GRAPH_INITIALIZER:
-            t = _tensor(payload)
+        if number == GRAPH_INITIALIZER:
+            t = tensor(payload)
             inits[t["name"]] = t
-        elif number == _GRAPH_NODE:
+        elif number == GRAPH_NODE:
             nodes.append(_node(payload))
     weights: dict[bytes, dict[str, Any]] = {}
     zps: dict[int, tuple[int, bytes, bytes]] = {}
@@ -132,12 +135,12 @@ def _plan(graph: memoryview) -> tuple[dict[bytes, dict[str, Any]], dict[int, tup
         weights[w["name"]] = w
         slot = B_ZERO_POINT[n["op"]]
         old = n["inputs"][slot] if len(n["inputs"]) > slot else b""
-        zp = _int8_bytes(inits[old]) if old else b"\x00"
+        zp = _int8_bytes(inits[old], read) if old else b"\x00"
         cols = w["dims"][-1]
         if len(zp) == 1 and n["op"] in PER_COLUMN_ZP:
             zp = zp * cols
         new = (n["name"] or n["outputs"][0]) + b"/b_zp_u8"
-        zps[i] = (slot, new, _u8_tensor(new, [cols] if len(zp) > 1 else [], zp.translate(_FLIP)))
+        zps[i] = (slot, new, _u8tensor(new, [cols] if len(zp) > 1 else [], zp.translate(_FLIP)))
         if old:
             old_zps.add(old)
     for i, n in enumerate(nodes):  # a flipped weight must feed nothing but GEMM weight slots
@@ -150,7 +153,9 @@ def _plan(graph: memoryview) -> tuple[dict[bytes, dict[str, Any]], dict[int, tup
     return weights, zps, old_zps - still_used
 
 
-# A piece of the derived graph: bytes, a view of the source, or (header, int8 weight bytes) to flip.
+# A piece of the derived graph: bytes, a view of the source, or (header, bytes, flip?): a
+# tensor's record up to its raw bytes, then those bytes (a view of the source or its data
+# file), XOR 0x80 where ``flip``.
 Part = Any
 
 
@@ -158,48 +163,62 @@ def _size(part: Part) -> int:
     return len(part[0]) + len(part[1]) if isinstance(part, tuple) else len(part)
 
 
-def _flipped_weight(t: dict[str, Any]) -> tuple[bytes, Any]:
-    """The uint8 twin of int8 weight ``t`` as (its record up to the raw bytes, the int8 bytes to flip)."""
-    data = t["raw"] if t["raw"] is not None and not t["external"] else _int8_bytes(t)
-    head = (b"".join(field(_T_DIMS, d) for d in t["dims"]) + field(_T_DATA_TYPE, _UINT8) + field(_T_NAME, t["name"])
-            + varint(_T_RAW << 3 | LEN) + varint(len(data)))
-    return varint(_GRAPH_INITIALIZER << 3 | LEN) + varint(len(head) + len(data)) + head, data
+def _flipped_weight(t: dict[str, Any], read: Reader) -> tuple[bytes, Any, bool]:
+    """The uint8 twin of int8 weight ``t`` as (its record up to the raw bytes, the int8 bytes to flip, True)."""
+    raw = _raw(t, read)
+    data = raw if raw is not None else _int8_bytes(t, read)
+    head = (b"".join(field(T_DIMS, d) for d in t["dims"]) + field(T_DATA_TYPE, _UINT8) + field(T_NAME, t["name"])
+            + varint(T_RAW << 3 | LEN) + varint(len(data)))
+    return varint(GRAPH_INITIALIZER << 3 | LEN) + varint(len(head) + len(data)) + head, data, True
 
 
-def _graph_parts(graph: memoryview) -> tuple[list[Part], int]:
-    weights, zps, dropped = _plan(graph)
+def _inlined(payload: memoryview, t: dict[str, Any], read: Reader) -> tuple[bytes, Any, bool]:
+    """An initializer kept in a data file, as a record with its bytes inside: every field as it
+    was but the data file's (external_data, data_location), then raw_data."""
+    data = read(t)
+    rest = b"".join(bytes(r) for n, _, r, _ in fields(payload) if n not in (T_EXTERNAL, T_LOCATION, T_RAW))
+    head = rest + varint(T_RAW << 3 | LEN) + varint(len(data))
+    return varint(GRAPH_INITIALIZER << 3 | LEN) + varint(len(head) + len(data)) + head, data, False
+
+
+def _graph_parts(graph: memoryview, read: Reader) -> tuple[list[Part], int]:
+    weights, zps, dropped = _plan(graph, read)
     parts: list[Part] = []
     index = 0
     for number, _, record, payload in fields(graph):
-        if number == _GRAPH_NODE:
+        if number == GRAPH_NODE:
             if index in zps:
                 slot, new, _ = zps[index]
                 inputs = _node(payload)["inputs"]
                 inputs += [b""] * (slot + 1 - len(inputs))
                 inputs[slot] = new
-                parts.append(field(_GRAPH_NODE, _with_inputs(payload, inputs)))
+                parts.append(field(GRAPH_NODE, _with_inputs(payload, inputs)))
             else:
                 parts.append(record)
             index += 1
-        elif number == _GRAPH_INITIALIZER:
-            t = _tensor(payload)
+        elif number == GRAPH_INITIALIZER:
+            t = tensor(payload)
             if t["name"] in weights:
-                parts.append(_flipped_weight(t))
-            elif t["name"] not in dropped:
+                parts.append(_flipped_weight(t, read))
+            elif t["name"] in dropped:
+                pass
+            elif t["external"]:
+                parts.append(_inlined(payload, t, read))
+            else:
                 parts.append(record)
         else:
             parts.append(record)
-    parts += [field(_GRAPH_INITIALIZER, tensor) for _, _, tensor in zps.values()]
+    parts += [field(GRAPH_INITIALIZER, tensor) for _, _, tensor in zps.values()]
     return parts, len(zps)
 
 
-def _model_parts(model: memoryview) -> list[Part]:
+def _model_parts(model: memoryview, read: Reader = no_data) -> list[Part]:
     parts: list[Part] = []
     gemms = 0
     for number, wire, record, payload in fields(model):
-        if number == _MODEL_GRAPH and wire == LEN:
-            graph, gemms = _graph_parts(payload)
-            parts.append(varint(_MODEL_GRAPH << 3 | LEN) + varint(sum(_size(p) for p in graph)))
+        if number == MODEL_GRAPH and wire == LEN:
+            graph, gemms = _graph_parts(payload, read)
+            parts.append(varint(MODEL_GRAPH << 3 | LEN) + varint(sum(_size(p) for p in graph)))
             parts += graph
         else:
             parts.append(record)
@@ -212,8 +231,9 @@ def _chunks(parts: list[Part]) -> Iterator[bytes | memoryview]:
     """The derived graph's bytes, one piece at a time: a flipped weight is made when it is written."""
     for part in parts:
         if isinstance(part, tuple):
-            yield part[0]
-            yield bytes(part[1]).translate(_FLIP)
+            head, data, flip = part
+            yield head
+            yield bytes(data).translate(_FLIP) if flip else data
         else:
             yield part
 
@@ -221,26 +241,26 @@ def _chunks(parts: list[Part]) -> Iterator[bytes | memoryview]:
 def derive_u8(model: bytes) -> bytes:
     """The serialized u8 x u8 twin of the serialized int8 ``model``: the same integer
     products, exact on every CPU. Raises :class:`BundleFormatError` for a graph it cannot
-    derive (no int8 GEMM weight, a weight that also feeds another operator)."""
+    derive (no int8 GEMM weight, a weight that also feeds another operator, weights in a
+    data file: :func:`write_u8` reads those)."""
     return b"".join(_chunks(_model_parts(memoryview(model))))
 
 
 def write_u8(source: str | os.PathLike[str], out: BinaryIO) -> tuple[str, int]:
     """Stream the twin of the graph file ``source`` into ``out``; returns its sha256 and size.
-    The source is memory-mapped and the twin written a weight at a time, so no copy of
-    either graph is held in memory."""
-    with open(source, "rb") as f:
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    The source and its data file (where its weights are in one) are memory-mapped and the
+    twin written a weight at a time, so no copy of either graph is held in memory."""
+    mapped, data = map_file(Path(source)), DataFiles(Path(source).parent)
     try:
-        return _write(memoryview(mapped), out)
+        return _write(memoryview(mapped), out, data)
     finally:
-        with contextlib.suppress(BufferError):  # a view still alive: the map goes with the last one
-            mapped.close()
+        data.close()
+        close_map(mapped)
 
 
-def _write(view: memoryview, out: BinaryIO) -> tuple[str, int]:
+def _write(view: memoryview, out: BinaryIO, read: Reader = no_data) -> tuple[str, int]:
     h, n = hashlib.sha256(), 0
-    for chunk in _chunks(_model_parts(view)):
+    for chunk in _chunks(_model_parts(view, read)):
         h.update(chunk)
         out.write(chunk)
         n += len(chunk)
@@ -249,13 +269,16 @@ def _write(view: memoryview, out: BinaryIO) -> tuple[str, int]:
 
 def transform_of(model: bytes) -> str:
     """The transform name the export records for the twin of the serialized ``model``
-    (:data:`U8_TRANSFORMS`: /2 where a QAttention's weights are flipped too)."""
+    (:data:`U8_TRANSFORMS`: /2 where a QAttention's weights are flipped too, /3 where the
+    graph keeps weights in a data file)."""
+    attention = False
     for number, wire, _, graph in fields(memoryview(model)):
-        if number == _MODEL_GRAPH and wire == LEN:
+        if number == MODEL_GRAPH and wire == LEN:
             for kind, _, _, payload in fields(graph):
-                if kind == _GRAPH_NODE and _node(payload)["op"] == b"QAttention":
-                    return U8_TRANSFORMS[1]
-    return U8_TRANSFORMS[0]
+                if kind == GRAPH_INITIALIZER and tensor(payload)["external"]:
+                    return U8_TRANSFORMS[2]
+                attention = attention or (kind == GRAPH_NODE and _node(payload)["op"] == b"QAttention")
+    return U8_TRANSFORMS[1] if attention else U8_TRANSFORMS[0]
 
 
 def derived(manifest: Manifest) -> dict[str, dict[str, Any]]:
@@ -301,6 +324,7 @@ def open_graph(bundle_dir: str | os.PathLike[str], manifest: Manifest, name: str
     checked against the sha256 the export recorded for it."""
     folder = Path(bundle_dir)
     if name in manifest.files:
+        check_data_files(folder / name, manifest)
         yield str(folder / name)
         return
     spec = _spec(manifest, name)

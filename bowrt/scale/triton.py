@@ -8,6 +8,7 @@
                        for a bundle with ``normalize: true``, that graph ending in an L2
                        normalization (bowrt/scale/onnx_tail.py): Triton returns the unit
                        vectors the Encoder, the server and ``bowrt encode`` return
+      1/model.onnx.data  its weights, where the graph keeps them in a data file (int8, bowrt >= 0.6)
       tokenizer.json   for the client, which tokenizes and pads before calling Triton
       manifest.json    the bundle manifest: max lengths, text rules, parity figures
 
@@ -119,9 +120,14 @@ def portable_graph(m: Manifest) -> str:
 def _write_graph(bundle: Path, name: str, dst: Path, m: Manifest) -> None:
     """The bundle graph ``name`` (a file of the bundle, or derived from one: runtime/twin.py),
     with the normalization the runtime applies after it when the manifest asks."""
+    from bowrt.runtime.graphdata import external_files
     from bowrt.runtime.twin import open_graph
 
     with open_graph(bundle, m, name) as src:
+        # A graph with its weights in a data file (int8, bowrt >= 0.6) takes it along: the tail
+        # below edits nodes only, and Triton's ONNX Runtime finds the file beside the graph.
+        for data_file in sorted(external_files(src)):
+            shutil.copyfile(bundle / data_file, dst.parent / data_file)
         if not m.normalize:
             shutil.copyfile(src, dst)
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,9 @@ class BowrtSystem:
             raise Unavailable("fp16 bundles run on GPU providers only (no CUDA here)")
         self.encoder = Encoder(spec.bundle, providers=spec.device, threads=spec.threads)
         self.batching = f"sorts by length, token budget {self.encoder.max_batch_tokens} (padding counted), pads per batch"
-        self.model_bytes = (Path(spec.bundle) / "model.onnx").stat().st_size
+        # The graph and, for int8 (bowrt >= 0.6), the data file its weights are in.
+        self.model_bytes = sum(e["bytes"] for name, e in self.encoder.manifest.files.items()
+                               if name in ("model.onnx", "model.onnx.data"))
         self.record = False
         self.log: list[tuple[float, Any]] = []  # (end-to-end seconds, Timings) per call while recording
 

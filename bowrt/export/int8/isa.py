@@ -93,5 +93,6 @@ def exact_graph(path: Path) -> Path:
     if exact_isas(onnx.load(str(path)))[1] == 0:
         return path
     out = path.with_name(path.stem + ".u8.onnx")
-    out.write_bytes(twin.derive_u8(path.read_bytes()))
+    with open(out, "wb") as f:  # from the file: its weights may be in a data file beside it
+        twin.write_u8(path, f)
     return out
