@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness.spec import SystemSpec, Unavailable, bowrt_variant
+from bowrt.bundle import DATA_FILE, MODEL_FILE
 
 
 class BowrtSystem:
@@ -29,7 +30,7 @@ class BowrtSystem:
         self.batching = f"sorts by length, token budget {self.encoder.max_batch_tokens} (padding counted), pads per batch"
         # The graph and, for int8 (bowrt >= 0.6), the data file its weights are in.
         self.model_bytes = sum(e["bytes"] for name, e in self.encoder.manifest.files.items()
-                               if name in ("model.onnx", "model.onnx.data"))
+                               if name in (MODEL_FILE, DATA_FILE))
         self.record = False
         self.log: list[tuple[float, Any]] = []  # (end-to-end seconds, Timings) per call while recording
 
