@@ -276,6 +276,8 @@ def test_worker_round_trips_vectors_exactly(tiny_bundles):
             assert got.dtype == want.dtype and np.array_equal(got, want)
         assert len(w.calls) == 2 and all(outer >= inner > 0 for outer, inner in w.calls)
         assert "python" in w.where
+        many = [" ".join(["word"] * (k % 7 + 1)) for k in range(70)]
+        assert w.batches(many, "passage") == here.batches(many, "passage")  # the adapter's groups, through the pipe
     finally:
         w.close()
     assert w.worker.proc.poll() is not None  # closed: the worker process has exited
@@ -806,6 +808,88 @@ def test_corpus_buckets_are_measured_bucket_by_bucket_and_paired_with_each_bucke
     assert bowrt["129-256"]["paired"]["n"] == 2 and "paired" not in out["<=64"]["results"]["st"]
     # 1 GFLOP in bowrt's 0.25 * 130 ms, over a 100 GFLOP/s ceiling
     assert bowrt["<=64"]["ceiling_fraction"] == pytest.approx(1.0 / (0.25 * 130 / 1000) / 100.0)
+
+
+def test_piece_order_spreads_every_systems_batches_over_the_whole_call():
+    turns = workloads.piece_order({"a": 2, "b": 6, "c": 0, "d": 1}, shift=1)
+    assert sorted(turns) == [("a", 0), ("a", 1)] + [("b", k) for k in range(6)] + [("d", 0)]  # each piece once
+    assert [n for n, _ in turns] == ["b", "d", "a", "b", "b", "b", "a", "b", "b"]  # rotated: b d a; c has none
+    for n in ("a", "b"):  # each system's pieces come in order
+        assert [k for m, k in turns if m == n] == sorted(k for m, k in turns if m == n)
+    # Halfway through the turns, each system is about halfway through its own pieces.
+    even = workloads.piece_order({"x": 4, "y": 40})
+    first_half = even[: len(even) // 2]
+    assert sum(n == "x" for n, _ in first_half) == 2 and sum(n == "y" for n, _ in first_half) == 20
+    assert workloads.piece_order({}) == []
+
+
+def test_batch_groups_must_cover_every_passage_exactly_once():
+    assert workloads.check_groups([[2, 0], [1]], 3) == [[2, 0], [1]]
+    for bad in ([[0, 1]], [[0, 1], [1, 2]], [[0, 1, 2], []], [[0, 1, 3]]):
+        with pytest.raises(ValueError, match="exactly once"):
+            workloads.check_groups(bad, 3)
+
+
+class _Batched(_Fake):
+    """A fake system with ``batches``: groups of ``rows`` in the caller's order."""
+
+    def __init__(self, *args, rows=2, bad=False, **kw):
+        super().__init__(*args, **kw)
+        self.rows, self.bad = rows, bad
+
+    def batches(self, texts, kind):
+        groups = [list(range(s, min(s + self.rows, len(texts)))) for s in range(0, len(texts), self.rows)]
+        return groups[1:] if self.bad else groups  # bad: loses the first group's passages
+
+
+def test_corpus_runs_batch_by_batch_in_turns_and_a_bad_system_leaves_the_others(fake_clock):
+    order: list = []
+    per_word = lambda texts: sum(len(t.split()) for t in texts)  # noqa: E731
+    loaded = {"st": _Batched("st", fake_clock, order, per_word, rows=2),
+              "ct2-int8": _FakeWorker("ct2-int8", fake_clock, order, per_word, inner=0.5),  # no batches: one call
+              "bowrt-fp32": _Batched("bowrt-fp32", fake_clock, order, lambda t: 0.5 * per_word(t), rows=1),
+              "torch": _Batched("torch", fake_clock, order, per_word, bad=True)}
+    texts = _texts([10, 20, 30, 40])
+    rec: dict = {}
+    seconds, failed = rounds.corpus_turns(loaded, texts.corpus, rec)
+    assert set(failed) == {"torch"} and "exactly once" in str(failed["torch"])  # its groups lost passages
+    first = {t: i for i, t in enumerate(texts.corpus)}
+    got = [(n, first[t]) for n, t in order]
+    # st: 2 groups of 2, ct2: the whole list, bowrt: 4 groups of 1, spread over the same turns.
+    assert got == [("st", 0), ("ct2-int8", 0), ("bowrt-fp32", 0), ("bowrt-fp32", 1), ("st", 2),
+                   ("bowrt-fp32", 2), ("bowrt-fp32", 3)]
+    total = sum(texts.corpus_tokens) / 1000
+    assert seconds == pytest.approx({"st": total, "ct2-int8": 0.5 * total, "bowrt-fp32": 0.5 * total})
+    assert rec["ipc"]["ct2-int8"]["corpus"] == pytest.approx([0.5 * total * 1000])
+    # One that raises in its second turn is out of the rest; the others still encode everything.
+    order.clear()
+    loaded = {"st": _Batched("st", fake_clock, order, per_word, rows=1, fail_at=2),
+              "bowrt-fp32": _Batched("bowrt-fp32", fake_clock, order, per_word, rows=2)}
+    seconds, failed = rounds.corpus_turns(loaded, texts.corpus, {}, shift=1)
+    assert list(failed) == ["st"] and seconds == pytest.approx({"bowrt-fp32": total})
+    assert [n for n, _ in order] == ["bowrt-fp32", "st", "st", "bowrt-fp32"]
+
+
+def test_bowrt_batch_groups_run_exactly_the_batches_of_the_whole_call(tiny_bundles):
+    from benchmarks.harness.adapters.bowrt_runtime import BowrtSystem
+    from benchmarks.harness.adapters.common import BATCH
+    from benchmarks.harness.spec import SystemSpec
+
+    sys_ = BowrtSystem(SystemSpec("bowrt-fp32", bundle=str(tiny_bundles["fp32"])))
+    sys_.encoder.max_batch_tokens = 96  # several batches per group on these short passages
+    rng = np.random.default_rng(3)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon"]
+    passages = [" ".join(rng.choice(words, int(n))) for n in rng.integers(1, 40, 150)]
+    groups = sys_.batches(passages, "passage")
+    assert workloads.check_groups(groups, len(passages)) and len(groups) > 2
+    assert all(len(g) >= BATCH for g in groups[:-1])
+    whole = sys_.encoder.encode_timed("passage", passages)
+    parts = [sys_.encoder.encode_timed("passage", [passages[i] for i in g]) for g in groups]
+    # The same batches: as many, with as many padded tokens, as one call with the whole list.
+    assert sum(p.timings.batches for p in parts) == whole.timings.batches
+    assert sum(p.timings.padded_tokens for p in parts) == whole.timings.padded_tokens
+    for g, p in zip(groups, parts):
+        np.testing.assert_array_equal(p.vectors, whole.vectors[g])
 
 
 def _frontier_result() -> dict:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from benchmarks.harness import machine, systems, workloads
+from benchmarks.harness.adapters.common import BATCH
 from benchmarks.harness.config import (
     CLIENTS,
     CORPUS_BUCKETS,
@@ -61,7 +62,10 @@ def estimate_s(cfg: BenchConfig, names: list[str], flops: dict[str, float], rate
         corpus = flops["corpus"] * ("corpus" in cfg.workloads) * (2 if cfg.buckets else 1)  # the buckets: the corpus again
         heavy = (flops["batch32x128"] * ("batch32x128" in cfg.workloads) + corpus) / rate[n]
         turns = -(-cfg.latency_calls // (LATENCY_BLOCK - LATENCY_WARM_CALLS)) * ("latency" in cfg.workloads)
-        per_round += (lat * LATENCY_BLOCK + LATENCY_BLOCK_PAUSE_S) * turns + heavy + PAUSE_S
+        # The corpus in turns (and its buckets): a pause before each of a system's batch groups.
+        pieces = ("corpus" in cfg.workloads) * (-(-cfg.corpus_size // BATCH) + cfg.buckets * (
+            -(-cfg.corpus_size // BATCH) + len(CORPUS_BUCKETS)))
+        per_round += (lat * LATENCY_BLOCK + LATENCY_BLOCK_PAUSE_S) * turns + heavy + PAUSE_S * (1 + pieces)
         if is_bowrt(n) and "concurrent" in cfg.workloads:
             per_round += len(CLIENTS) * len(MODES) * (cfg.concurrent_s + 0.1)
         # A fresh interpreter: torch and transformers take ~10 s to import on a small machine.

@@ -12,12 +12,14 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import machine, systems, workloads
+from benchmarks.harness.adapters.common import BATCH
 from benchmarks.harness.config import (
     CLIENTS,
     CORPUS_BUCKETS,
     LATENCY_BLOCK,
     LATENCY_BLOCK_PAUSE_S,
     LATENCY_WARM_CALLS,
+    PAUSE_S,
     BenchConfig,
 )
 from benchmarks.harness.report import paired, summarize
@@ -90,9 +92,14 @@ def throughput_results(wl: str, rec: dict[str, Any], texts: workloads.Texts, flo
     for n, secs in rec.items():
         res[n] = {**_rates(secs, items), "ceiling_fraction": ceiling_fraction(n, flops[wl], float(np.median(secs)), ceilings)}
     d = texts.describe()["batch" if wl == "batch32x128" else "corpus"]
-    return {"description": f"one call with {d['n']} passages of {d['min_tokens']}-{d['max_tokens']} tokens "
-            f"(mean {d['mean_tokens']}), the system's own batching", "items": len(items), "tokens": sum(items),
-            "flops": flops[wl], "results": res}
+    what = f"{d['n']} passages of {d['min_tokens']}-{d['max_tokens']} tokens (mean {d['mean_tokens']}), the system's own batching"
+    if wl == "corpus":
+        what += (f", interleaved: every system runs its own batches one call at a time (bowrt's joined to at least "
+                 f"{BATCH} passages, as many as a peer's batch), the systems taking turns so that each system's "
+                 f"batches spread over the same seconds, {PAUSE_S:g} s apart; a system's figure is the sum over its calls")
+    else:
+        what = "one call with " + what
+    return {"description": what, "items": len(items), "tokens": sum(items), "flops": flops[wl], "results": res}
 
 
 def bucket_results(rec: dict[str, dict[str, list[float]]], texts: workloads.Texts, flops: dict[str, float],
@@ -138,10 +145,10 @@ def gather(rec: dict[str, Any], texts: workloads.Texts, flops: dict[str, float],
     if "corpus" in out and rec.get("corpus_buckets"):
         out["corpus"]["buckets"] = bucket_results(rec["corpus_buckets"], texts, flops, ceilings)
         out["corpus"]["buckets_description"] = (
-            "at the end of each round, one call per system and length bucket with that bucket's passages of the same "
-            "corpus (in corpus order; every passage in one bucket, by token count with [CLS]/[SEP]), bucket by bucket: "
-            "every system takes its turn on a bucket (the order rotating by one a round) before the next bucket, so "
-            "that the calls a ratio compares lie seconds apart; 'paired': per round, against the fastest peer of that "
+            "at the end of each round, each length bucket's passages of the same corpus (in corpus order; every passage "
+            "in one bucket, by token count with [CLS]/[SEP]), bucket by bucket, run as the corpus is: every system's own "
+            "batches in turns (the order rotating by one a round) before the next bucket, so that the calls a ratio "
+            "compares interleave within seconds; 'paired': per round, against the fastest peer of that "
             "round in that bucket, then median [min–max] over rounds; '% ceiling': useful FLOP/s over the GEMM rate")
     if "concurrent" in rec:
         out["concurrent"] = concurrent_results(rec["concurrent"], cfg)

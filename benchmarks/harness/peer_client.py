@@ -118,6 +118,8 @@ class WorkerSystem:
             self.worker.close()
             raise
         self.batching, self.sorts_by_length, self.model_bytes = head["batching"], head["sorts_by_length"], head["model_bytes"]
+        if head.get("batches"):  # the adapter in the worker says how it batches (see benchmarks.harness.adapters)
+            self.batches = self._batches
         self.where = _describe(self.worker.hello)
         self.calls: list[tuple[float, float]] = []  # (round trip s, inside the worker s) per encode
 
@@ -126,6 +128,10 @@ class WorkerSystem:
         head, arr = self.worker.call({"op": "encode", "texts": list(texts), "kind": kind})
         self.calls.append((time.perf_counter() - t0, float(head["seconds"])))
         return arr
+
+    def _batches(self, texts: list[str], kind: str) -> list[list[int]]:
+        head, _ = self.worker.call({"op": "batches", "texts": list(texts), "kind": kind})
+        return head["groups"]
 
     def close(self) -> None:
         self.worker.close()

@@ -6,7 +6,8 @@ environment's, :mod:`benchmarks.harness.peer_env`). One worker holds one system.
 one request at a time:
 
 - request: one JSON line, ``{"op": ...}``: ``hello``; ``prepare`` (``spec``, ``work``);
-  ``load`` (``spec``); ``encode`` (``texts``, ``kind``); ``close``;
+  ``load`` (``spec``); ``encode`` (``texts``, ``kind``); ``batches`` (``texts``, ``kind``: the
+  adapter's batch groups, ``{"groups": [[index, ...], ...]}``); ``close``;
 - reply: one JSON line; a reply with ``nbytes`` is followed by that many bytes, the
   vectors as a ``.npy`` file (``np.save``: dtype and shape travel, values exactly);
 - a failure replies ``{"error": msg, "unavailable": bool, "fix": str | None}`` and the
@@ -56,7 +57,12 @@ def handle(state: dict[str, Any], req: dict[str, Any]) -> tuple[dict[str, Any], 
         return {"spec": spec.to_json()}, b""
     if op == "load":
         sys_ = state["system"] = systems.load(SystemSpec.from_json(req["spec"]))
-        return {"batching": sys_.batching, "sorts_by_length": sys_.sorts_by_length, "model_bytes": sys_.model_bytes}, b""
+        return {"batching": sys_.batching, "sorts_by_length": sys_.sorts_by_length, "model_bytes": sys_.model_bytes,
+                "batches": hasattr(sys_, "batches")}, b""
+    if op == "batches":
+        if not hasattr(state.get("system"), "batches"):
+            raise RuntimeError("batches before load, or a system without batches")
+        return {"groups": [[int(i) for i in g] for g in state["system"].batches(req["texts"], req["kind"])]}, b""
     if op == "encode":
         if "system" not in state:
             raise RuntimeError("encode before load")
@@ -67,7 +73,7 @@ def handle(state: dict[str, Any], req: dict[str, Any]) -> tuple[dict[str, Any], 
         buf = io.BytesIO()
         np.save(buf, np.asarray(vec), allow_pickle=False)
         return {"seconds": seconds}, buf.getvalue()
-    raise ValueError(f"unknown op {op!r}; valid: hello, prepare, load, encode, close")
+    raise ValueError(f"unknown op {op!r}; valid: hello, prepare, load, encode, batches, close")
 
 
 def serve(inp: IO[bytes], out: IO[bytes]) -> None:

@@ -1,12 +1,15 @@
 """The timed part of a run: one warm-up round, then N measured rounds, interleaved.
 
 In round r every system runs every workload once, the system order rotating by one each
-round, so that drift (thermal, other tenants) hits all systems alike. Batch-1 latency is
-interleaved finer: each round opens with every system taking short turns on the same
-queries (:func:`latency_round`), and the corpus by length closes each round with every
-system taking its turn on one length bucket before the next bucket (:func:`bucket_round`).
+round, so that drift (thermal, other tenants) hits all systems alike. Batch-1 latency and
+the corpus are interleaved finer, because this VM has slow phases of several seconds that
+slow every system alike (docs/benchmarks.md): each round opens with every system taking
+short turns on the same queries (:func:`latency_round`); the corpus runs batch by batch,
+every system taking turns with one of its own batches at a time (:func:`corpus_turns`), so
+that each system's batches spread over the same seconds; and the corpus by length closes
+each round the same way, one length bucket after another (:func:`bucket_round`).
 Raw figures go into one record (``rec[workload][system]``: per round, the latency samples
-in ms or the seconds of one call; ``rec["corpus_buckets"][system][bucket]``: seconds per
+in ms or the seconds of the workload; ``rec["corpus_buckets"][system][bucket]``: seconds per
 round);
 :mod:`benchmarks.harness.gather` turns it into medians. A system that fails is dropped
 with its reason, and the rest of the run goes on.
@@ -65,31 +68,74 @@ def run_workload(name: str, sys_: Any, wl: str, texts: workloads.Texts, cfg: Ben
         inside_worker(name, wl, rec, calls)
 
 
+def corpus_turns(loaded: dict[str, Any], passages: list[str], rec: dict[str, Any], shift: int = 0,
+                 ipc: str = "corpus") -> tuple[dict[str, float], dict[str, Exception]]:
+    """Every system in ``loaded`` encodes ``passages``, batch by batch, the systems taking turns.
+
+    A system with ``batches`` (see :mod:`benchmarks.harness.adapters`) is called once per batch
+    group, with that group's passages: the same batches, padded alike, that one call with the
+    whole list runs. A system without it makes one call. :func:`workloads.piece_order` picks the
+    turns (``shift`` rotates the order), a pause between two systems' turns. Returns (seconds per
+    system: the sum over its calls, a worker system's inside the worker; the systems that raised,
+    with their exception). A raising system is out; the others go on. A worker system's round-trip
+    extra per call goes to ``rec["ipc"][name][ipc]``."""
+    groups: dict[str, list[list[int]]] = {}
+    failed: dict[str, Exception] = {}
+    for n, s in loaded.items():
+        try:
+            got = s.batches(passages, "passage") if hasattr(s, "batches") else [list(range(len(passages)))]
+            groups[n] = workloads.check_groups(got, len(passages))
+        except Exception as e:  # reported by the caller, the other systems go on
+            failed[n] = e
+    seconds = dict.fromkeys(groups, 0.0)
+    last = None
+    for n, k in workloads.piece_order({n: len(g) for n, g in groups.items()}, shift):
+        if n in failed:
+            continue
+        if last not in (None, n):
+            time.sleep(PAUSE_S)  # the previous system's spinning threads go idle
+        calls = getattr(loaded[n], "calls", None)
+        if calls is not None:
+            calls.clear()
+        try:
+            dt = workloads.throughput(loaded[n].encode, [passages[i] for i in groups[n][k]])
+        except Exception as e:
+            failed[n] = e
+            continue
+        if calls:
+            dt = calls[-1][1]
+            rec.setdefault("ipc", {}).setdefault(n, {}).setdefault(ipc, []).extend(
+                (outer - inner) * 1000.0 for outer, inner in calls)
+        seconds[n] += dt
+        last = n
+    time.sleep(PAUSE_S)
+    return {n: v for n, v in seconds.items() if n not in failed}, failed
+
+
+def corpus_round(loaded: dict[str, Any], texts: workloads.Texts, rec: dict[str, Any],
+                 shift: int = 0) -> dict[str, Exception]:
+    """The corpus workload of one round (:func:`corpus_turns`): ``rec["corpus"][name]`` gains this
+    round's seconds. Returns the systems that raised."""
+    seconds, failed = corpus_turns(loaded, texts.corpus, rec, shift)
+    for n, v in seconds.items():
+        rec.setdefault("corpus", {}).setdefault(n, []).append(v)
+    return failed
+
+
 def bucket_round(loaded: dict[str, Any], texts: workloads.Texts, rec: dict[str, Any],
                  shift: int = 0) -> dict[str, Exception]:
-    """The corpus by length in one round: for each length bucket in turn, every system in
-    ``loaded`` (rotated by ``shift``) makes one call with that bucket's passages, a pause between
-    systems. So the calls that a bucket's paired ratio compares lie seconds apart, not a round
-    apart (this VM's speed drifts by 20 % within a minute). ``rec["corpus_buckets"][name][label]``
-    gains this round's seconds (a worker system's: inside the worker). Returns the systems that
-    raised, with their exception; they add nothing more."""
+    """The corpus by length in one round: one length bucket after another, every system in
+    ``loaded`` encodes that bucket's passages in turns (:func:`corpus_turns`). So the calls that a
+    bucket's paired ratio compares interleave within seconds, not a round apart (this VM's speed
+    drifts by 20 % within a minute). ``rec["corpus_buckets"][name][label]`` gains this round's
+    seconds. Returns the systems that raised, with their exception; they add nothing more."""
     failed: dict[str, Exception] = {}
     for label, (passages, _) in workloads.corpus_buckets(texts, CORPUS_BUCKETS).items():
-        for name in _rotated(list(loaded), shift):
-            if name in failed:
-                continue
-            calls = getattr(loaded[name], "calls", None)
-            if calls is not None:
-                calls.clear()
-            try:
-                seconds = workloads.throughput(loaded[name].encode, passages)
-            except Exception as e:  # reported by the caller, the other systems go on
-                failed[name] = e
-                continue
-            if calls:
-                seconds = calls[-1][1]
-            rec.setdefault("corpus_buckets", {}).setdefault(name, {}).setdefault(label, []).append(seconds)
-            time.sleep(PAUSE_S)
+        seconds, bad = corpus_turns({n: s for n, s in loaded.items() if n not in failed}, passages, rec, shift,
+                                    ipc="corpus_buckets")
+        failed.update(bad)
+        for n, v in seconds.items():
+            rec.setdefault("corpus_buckets", {}).setdefault(n, {}).setdefault(label, []).append(v)
     return failed
 
 
@@ -187,17 +233,23 @@ def warm_rates(warm: dict[str, Any], loaded: dict[str, Any], config: dict[str, A
 ALL = "every system"  # the name of a step that runs every system at once (latency, the corpus by length)
 
 
+INTERLEAVED = ("latency", "corpus")  # workloads that every system runs at once, in turns
+
+
 def _steps(order: list[str], cfg: BenchConfig) -> list[tuple[int, str, str]]:
     """(round, system, workload) in run order: each round opens with the interleaved latency of every
-    system, then each system (the order rotated by one a round) runs its other workloads, and the
-    corpus by length (every system, bucket by bucket) closes the round."""
+    system, then each system (the order rotated by one a round) runs its other workloads, then the
+    interleaved corpus and the corpus by length (every system, bucket by bucket) close the round."""
     steps = []
     for r in range(cfg.n_rounds):
         if "latency" in cfg.workloads:
             steps.append((r, ALL, "latency"))
-        steps += [(r, n, wl) for n in _rotated(order, r) for wl in cfg.workloads if wl != "latency" and runs(n, wl)]
-        if "corpus" in cfg.workloads and cfg.buckets:
-            steps.append((r, ALL, "buckets"))
+        steps += [(r, n, wl) for n in _rotated(order, r) for wl in cfg.workloads
+                  if wl not in INTERLEAVED and runs(n, wl)]
+        if "corpus" in cfg.workloads:
+            steps.append((r, ALL, "corpus"))
+            if cfg.buckets:
+                steps.append((r, ALL, "buckets"))
     return steps
 
 
@@ -211,8 +263,10 @@ def measured_rounds(loaded: dict[str, Any], info: dict[str, Any], texts: workloa
         where = f"round {r + 1}/{cfg.n_rounds}"
         if n == ALL and loaded:
             bar.show(i, f"{where} {wl}, every system in turns")
-            step = latency_round(loaded, texts, cfg, rec, shift=r) if wl == "latency" else bucket_round(
-                loaded, texts, rec, shift=r)
+            run_all = {"latency": lambda: latency_round(loaded, texts, cfg, rec, shift=r),
+                       "corpus": lambda: corpus_round(loaded, texts, rec, shift=r),
+                       "buckets": lambda: bucket_round(loaded, texts, rec, shift=r)}
+            step = run_all[wl]()
             for m, e in step.items():
                 _fail(m, f"failed in round {r + 1} ({wl}): {type(e).__name__}: {e}", loaded, info, rec, bar.write)
         elif n in loaded:

@@ -136,6 +136,34 @@ def interleaved_latency(encoders: dict[str, EncodeFn], queries: list[str], calls
     return {n: v for n, v in samples.items() if n not in failed}, kept, failed
 
 
+def piece_order(counts: dict[str, int], shift: int = 0) -> list[tuple[str, int]]:
+    """The turns of an interleaved corpus call: ``(system, piece)`` for every piece of every system
+    (``counts[system]`` pieces each), once. The next turn always goes to the system least far
+    through its own pieces (the fraction done; ties in the order of ``counts`` rotated by ``shift``),
+    so each system's pieces spread evenly over the whole call: a system of 5 pieces and one of 40
+    both reach their halfway point at the same time, and a slow phase of this VM lands on every
+    system's pieces alike."""
+    names = [n for n, c in counts.items() if c > 0]
+    k = shift % max(len(names), 1)
+    names = names[k:] + names[:k]
+    done = dict.fromkeys(names, 0)
+    turns: list[tuple[str, int]] = []
+    while alive := [n for n in names if done[n] < counts[n]]:
+        n = min(alive, key=lambda m: (done[m] / counts[m], names.index(m)))
+        turns.append((n, done[n]))
+        done[n] += 1
+    return turns
+
+
+def check_groups(groups: list[list[int]], n: int) -> list[list[int]]:
+    """``groups`` if it is a partition of ``range(n)`` (every passage in exactly one group), else
+    ValueError: a system's batches that lost or repeated a passage would time other work."""
+    seen = sorted(i for g in groups for i in g)
+    if seen != list(range(n)) or any(not g for g in groups):
+        raise ValueError(f"the system's batches do not cover its {n} passages exactly once")
+    return groups
+
+
 def corpus_buckets(texts: Texts, bounds: tuple[tuple[str, int], ...]) -> dict[str, tuple[list[str], list[int]]]:
     """The corpus split by token count: ``{label: (passages, token counts)}``, each in corpus order.
 

@@ -6,7 +6,13 @@ peer environment's worker when it cannot run in this process. The adapter module
 only :mod:`benchmarks.harness.spec` and :mod:`.common`; nothing imports back up.
 
 An adapter is any object with ``encode(texts, kind) -> ndarray`` and the attributes
-``batching`` (a sentence), ``sorts_by_length`` and ``model_bytes``.
+``batching`` (a sentence), ``sorts_by_length`` and ``model_bytes``. It may also have
+``batches(texts, kind) -> list[list[int]]``: the index groups that one ``encode`` call with
+``texts`` runs as its batches, in run order (a group may join several whole batches: bowrt's are
+joined to a peer's batch size). With it, the corpus workloads call the system
+batch by batch, each batch's passages in one call, taking turns with the other systems
+(:func:`benchmarks.harness.workloads.piece_order`); each call runs exactly one batch of the
+whole call, so the work is the same. Without it, a system makes one call with the whole list.
 """
 
 from __future__ import annotations

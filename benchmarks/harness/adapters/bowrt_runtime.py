@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.harness.adapters.common import BATCH
 from benchmarks.harness.spec import SystemSpec, Unavailable, bowrt_variant
 from bowrt.bundle import DATA_FILE, MODEL_FILE
 
@@ -33,6 +34,22 @@ class BowrtSystem:
                                if name in (MODEL_FILE, DATA_FILE))
         self.record = False
         self.log: list[tuple[float, Any]] = []  # (end-to-end seconds, Timings) per call while recording
+
+    def batches(self, texts: list[str], kind: str) -> list[list[int]]:
+        """The Encoder's own batches for ``texts`` (its planner, its budget), joined in run order into
+        groups of at least :data:`BATCH` passages, as many as a peer's batch. A group starts where one
+        of the Encoder's batches starts, so ``encode`` with a group's passages plans those very batches
+        (the planner is a greedy pass over rows sorted longest first)."""
+        from bowrt.runtime.plan import plan_batches  # not at import: a worker may lack onnxruntime
+
+        enc = self.encoder
+        groups, cur = [], []
+        for b in plan_batches(enc.tokenize(kind, texts).lengths, enc.max_batch_tokens, enc.max_batch_size):
+            cur += b
+            if len(cur) >= BATCH:
+                groups.append(cur)
+                cur = []
+        return groups + [cur] if cur else groups
 
     def encode(self, texts: list[str], kind: str) -> np.ndarray:
         t0 = time.perf_counter()

@@ -30,6 +30,13 @@ def length_order(texts: list[str]) -> np.ndarray:
     return np.argsort([-len(t) for t in texts], kind="stable")
 
 
+def chunks(order: Any, batch: int) -> list[list[int]]:
+    """``order`` (indices in run order) cut into batches of ``batch``: the groups an adapter's
+    ``batches`` returns (see :mod:`benchmarks.harness.adapters`)."""
+    order = [int(i) for i in order]
+    return [order[s : s + batch] for s in range(0, len(order), batch)]
+
+
 def encode_sorted(texts: list[str], batch: int, run: Callable[[list[str]], np.ndarray]) -> np.ndarray:
     """SentenceTransformer.encode's batching around ``run``: sort by length, batches of ``batch``, order restored."""
     order = length_order(texts)
@@ -55,6 +62,9 @@ class SortedBatches:
 
     def encode(self, texts: list[str], kind: str) -> np.ndarray:
         return encode_sorted(self.spec.prefixed(texts, kind), self.batch, lambda b: self._run(b, kind))
+
+    def batches(self, texts: list[str], kind: str) -> list[list[int]]:
+        return chunks(length_order(self.spec.prefixed(texts, kind)), self.batch)
 
 
 def pool_np(hidden: np.ndarray, mask: np.ndarray, pooling: str, normalize: bool) -> np.ndarray:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness.adapters.common import build_folder, export_hidden_state_onnx
+from benchmarks.harness.adapters.common import build_folder, chunks, export_hidden_state_onnx
 from benchmarks.harness.spec import SystemSpec, Unavailable, version
 
 TOKENIZER_FILES = ("config.json", "tokenizer.json", "special_tokens_map.json", "vocab.txt")
+EMBED_BATCH = 256  # fastembed's default batch size, which its users get
 
 
 def prepare(spec: SystemSpec, work: Path) -> SystemSpec:
@@ -63,10 +64,13 @@ class FastembedSystem:
             )
         providers = ["CUDAExecutionProvider"] if spec.device == "cuda" else ["CPUExecutionProvider"]
         self.model = TextEmbedding(model_name=name, specific_model_path=str(folder), threads=spec.threads, providers=providers)
-        self.batching = "embed(batch_size=256) in the caller's order, padded per batch"
+        self.batching = f"embed(batch_size={EMBED_BATCH}) in the caller's order, padded per batch"
         self.model_bytes = (folder / "onnx" / "model.onnx").stat().st_size
+
+    def batches(self, texts: list[str], kind: str) -> list[list[int]]:
+        return chunks(range(len(texts)), EMBED_BATCH)  # embed's batches: the caller's order
 
     def encode(self, texts: list[str], kind: str) -> np.ndarray:
         # fastembed has one truncation length per model; switch it per kind (single-threaded use only).
         self.model.model.tokenizer.enable_truncation(max_length=self.spec.max_len(kind))
-        return np.stack(list(self.model.embed(self.spec.prefixed(texts, kind), batch_size=256)))
+        return np.stack(list(self.model.embed(self.spec.prefixed(texts, kind), batch_size=EMBED_BATCH)))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness.adapters.common import BATCH, pool, weights_bytes
+from benchmarks.harness.adapters.common import BATCH, chunks, pool, weights_bytes
 from benchmarks.harness.adapters.sbert import require_optimum
 from benchmarks.harness.spec import SystemSpec
 
@@ -31,6 +31,9 @@ class OptimumSystem:
         self.tokenizer = AutoTokenizer.from_pretrained(spec.model_dir)
         self.batching = f"batches of {BATCH} in the caller's order, padded to each batch's longest"
         self.model_bytes = weights_bytes(Path(spec.model_dir))
+
+    def batches(self, texts: list[str], kind: str) -> list[list[int]]:
+        return chunks(range(len(texts)), BATCH)  # the caller's order, as ``encode`` runs it
 
     def encode(self, texts: list[str], kind: str) -> np.ndarray:
         import torch

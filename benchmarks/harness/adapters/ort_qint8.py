@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness.adapters.common import BATCH, build_folder, export_hidden_state_onnx, pool
+from benchmarks.harness.adapters.common import BATCH, build_folder, chunks, export_hidden_state_onnx, pool
 from benchmarks.harness.spec import SystemSpec
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt", ".h5", ".msgpack")  # not copied next to the ONNX model
@@ -140,4 +140,7 @@ class StInt8System:
         if not out:
             return np.zeros((0, 0), np.float32)
         return np.concatenate(out)[np.argsort(order)]
+
+    def batches(self, texts: list[str], kind: str) -> list[list[int]]:
+        return chunks(np.argsort([-len(t) for t in texts]), self.batch)  # the order of ``encode``
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness.adapters.common import BATCH, pool, weights_bytes
+from benchmarks.harness.adapters.common import BATCH, chunks, pool, weights_bytes
 from benchmarks.harness.spec import SystemSpec
 
 _MODELS: dict[tuple[str, str], Any] = {}  # fp32 and bf16 autocast share one copy in a process
@@ -35,6 +35,9 @@ class TorchSystem:
         self.tokenizer, self.model = _MODELS[key]
         self.batching = f"batches of {BATCH} in the caller's order, padded to each batch's longest"
         self.model_bytes = weights_bytes(Path(spec.model_dir))
+
+    def batches(self, texts: list[str], kind: str) -> list[list[int]]:
+        return chunks(range(len(texts)), BATCH)  # the caller's order, as ``encode`` runs it
 
     def encode(self, texts: list[str], kind: str) -> np.ndarray:
         import torch

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness.adapters import ort_qint8
-from benchmarks.harness.adapters.common import BATCH, weights_bytes
+from benchmarks.harness.adapters.common import BATCH, chunks, weights_bytes
 from benchmarks.harness.peer_env import BUILD_COMMAND
 from benchmarks.harness.spec import SystemSpec, Unavailable, version
 
@@ -77,6 +77,15 @@ class STSystem:
         self.model.max_seq_length = self.spec.max_len(kind)
         return self.model.encode(self.spec.prefixed(texts, kind), batch_size=BATCH, convert_to_numpy=True,
                                  show_progress_bar=False)
+
+    def batches(self, texts: list[str], kind: str) -> list[list[int]]:
+        """The batches ``encode`` runs: SentenceTransformer.encode's own sort, by its own length rule."""
+        m, texts = self.model, self.spec.prefixed(texts, kind)
+        length = getattr(m, "_input_length", None) or m._text_length  # sentence-transformers >= 6 / older
+        order = np.argsort([-length(t) for t in texts])
+        if getattr(m, "_can_flatten_inputs", lambda: False)():
+            order = m._interleave_sorted_indices(order)
+        return chunks(order, BATCH)
 
 
 def prepare_onnx(spec: SystemSpec, work: Path) -> SystemSpec:
