@@ -230,7 +230,7 @@ def warm_rates(warm: dict[str, Any], loaded: dict[str, Any], config: dict[str, A
     return rate, lat_s
 
 
-ALL = "every system"  # the name of a step that runs every system at once (latency, the corpus by length)
+ALL = "every system"  # the name of a step that runs every system at once (latency, the corpus, its buckets)
 
 
 INTERLEAVED = ("latency", "corpus")  # workloads that every system runs at once, in turns
