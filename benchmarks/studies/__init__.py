@@ -17,6 +17,7 @@ harness or in ``bowrt/`` imports them.
 | int8_paired | the same speed comparison, paired call by call against this VM's drift |
 | int8_profile | where do the int8 graphs spend a corpus (ORT's profiler)? |
 | int8_profiles | what does each int8 profile (any int8 bundles) cost per operator, and how fast is each, paired? |
+| int8_two_speeds | does an int8 graph run at one speed pass after pass, and which operators change? |
 | layernorm_check | why do the CPU bundles ship their layer norms split? |
 | openvino_gap | why is openvino-int8 faster on a corpus, and would OpenVINO close it? |
 | revisions_paired | is a refactor of the runtime free (two checkouts, paired)? |
