@@ -104,8 +104,7 @@ def corpus_turns(loaded: dict[str, Any], passages: list[str], rec: dict[str, Any
             continue
         if calls:
             dt = calls[-1][1]
-            rec.setdefault("ipc", {}).setdefault(n, {}).setdefault(ipc, []).extend(
-                (outer - inner) * 1000.0 for outer, inner in calls)
+            _ipc(rec, n, ipc, calls)
         seconds[n] += dt
         last = n
     time.sleep(PAUSE_S)
@@ -185,7 +184,12 @@ def inside_worker(name: str, wl: str, rec: dict[str, Any], calls: list[tuple[flo
         rec[wl][name][-1] = calls[-1][1]
     else:
         return
-    rec.setdefault("ipc", {}).setdefault(name, {}).setdefault(wl, []).extend(
+    _ipc(rec, name, wl, calls)
+
+
+def _ipc(rec: dict[str, Any], name: str, key: str, calls: list[tuple[float, float]]) -> None:
+    """``rec["ipc"][name][key]`` gains each call's round trip less its time inside the worker, in ms."""
+    rec.setdefault("ipc", {}).setdefault(name, {}).setdefault(key, []).extend(
         (outer - inner) * 1000.0 for outer, inner in calls)
 
 

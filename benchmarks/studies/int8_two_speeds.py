@@ -96,7 +96,8 @@ def main() -> None:
     args = ap.parse_args()
     paths = [Path(g) / "model.onnx" if Path(g).is_dir() else Path(g) for g in args.graphs]
     rows = [r for r in token_corpus(8 * args.passages, np.random.default_rng(0)) if len(r) >= args.min_tokens]
-    batches = runtime_batches(rows[: args.passages])
+    rows = rows[: args.passages]
+    batches = runtime_batches(rows)
     sessions = [ort_session(p, threads=args.threads) for p in paths]
     for s in sessions:
         for b in batches[:2]:
@@ -104,7 +105,7 @@ def main() -> None:
     rates: dict[int, list[float]] = {g: [] for g in range(len(paths))}
     for p in range(args.passes):  # graph by graph within a pass, so a phase of the host lands on all
         for g, s in enumerate(sessions):
-            rates[g].append(_one_pass(s, batches, len(rows[: args.passages]), f"{paths[g].parent.name} pass {p + 1}"))
+            rates[g].append(_one_pass(s, batches, len(rows), f"{paths[g].parent.name} pass {p + 1}"))
     for g, path in enumerate(paths):
         r = rates[g]
         print(f"{path}: {min(r):.1f}-{max(r):.1f} passages/s over {len(r)} passes (max/min {max(r) / min(r):.2f})")
