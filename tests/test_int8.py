@@ -54,6 +54,66 @@ def test_int8_is_batch_invariant_on_bert_base_twin(twin_bundles):
     assert_batch_invariant(twin_bundles["int8"])
 
 
+def assert_lanes_are_exact(bundle) -> None:
+    """Batches side by side in lanes, each on one thread (runtime/lanes.py), give the very bits
+    of one batch at a time on two threads: an even and an odd count of batches (the odd one
+    ends on the Encoder's own session), and calls too small for lanes."""
+    passages = mixed_passages(64)
+    one_at_a_time = Encoder(bundle, threads=2, batch_lanes=1, max_batch_tokens=512)
+    lanes = Encoder(bundle, threads=2, batch_lanes=2, max_batch_tokens=512)
+    assert (one_at_a_time.batch_lanes, lanes.batch_lanes) == (1, 2)
+    for chunk in (passages, passages[:23], passages[:5], passages[:1]):
+        tokens = lanes.tokenize_passages(chunk)
+        seen: list[tuple[int, int, int]] = []
+        got = lanes.run_tokens(tokens, on_batch=lambda *a: seen.append(a))
+        want = one_at_a_time.run_tokens(tokens)
+        np.testing.assert_array_equal(got.vectors, want.vectors)
+        assert got.timings.batches == want.timings.batches == len(seen)
+        assert got.timings.padded_tokens == want.timings.padded_tokens
+        assert [s[0] for s in seen] == list(range(1, len(seen) + 1)) and seen[-1][2] == len(chunk)
+
+
+def test_lanes_are_exact_on_real_weights(minilm_bundles):
+    assert_lanes_are_exact(minilm_bundles["int8"])
+
+
+@pytest.mark.slow
+def test_lanes_are_exact_on_bert_base_twin(twin_bundles):
+    assert_lanes_are_exact(twin_bundles["int8"])
+
+
+def test_lanes_default_and_options(minilm_bundles):
+    assert Encoder(minilm_bundles["int8"], threads=2).batch_lanes == 2  # int8 on CPU: one lane per thread
+    assert Encoder(minilm_bundles["int8"], threads=1).batch_lanes == 1
+    fp32 = Encoder(minilm_bundles["fp32"], threads=2)
+    assert fp32.batch_lanes == 1 and fp32.info["batch_lanes"] == 1  # measured not to pay for fp32
+    assert "batch_lanes=3" in repr(Encoder(minilm_bundles["fp32"], threads=2, batch_lanes=3))
+    for bad in (0, "2", 1.5, True):
+        with pytest.raises(OptionError, match="batch_lanes"):
+            Encoder(minilm_bundles["int8"], batch_lanes=bad)
+
+
+def test_a_failing_lane_fails_the_call_not_the_encoder(minilm_bundles):
+    enc = Encoder(minilm_bundles["int8"], threads=2, max_batch_tokens=512)
+    passages = mixed_passages(40)
+    want = enc.encode_passages(passages)
+    lane = enc._lanes.session
+    real = lane.run
+
+    def flaky(ids, mask):
+        if ids.shape[0] == 2:
+            raise RuntimeError("lane fault")
+        return real(ids, mask)
+
+    lane.run = flaky
+    try:
+        with pytest.raises(RuntimeError, match="lane fault"):
+            enc.encode_passages(passages)
+    finally:
+        del lane.run
+    np.testing.assert_array_equal(enc.encode_passages(passages), want)
+
+
 def test_queries_are_batch_invariant_too(minilm_bundles):
     enc = Encoder(minilm_bundles["int8"])
     queries = list(load_text_set("probes").queries)

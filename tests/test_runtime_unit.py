@@ -19,11 +19,11 @@ import pytest
 
 from bowrt.bundle import Manifest, TensorSpec, TextRules, write_bundle
 from bowrt.errors import InputError, InputTypeError, OptionError, ProviderUnavailableError
-from bowrt.runtime.encoder import Encoder, pad_batch, plan_batches
+from bowrt.runtime.encoder import Encoder, plan_batches
 from bowrt.runtime.host import physical_cores
 from bowrt.runtime.providers import CPU, CUDA, TENSORRT, build_providers, resolve_provider_names
 from bowrt.runtime.session import Session, disabled_optimizers
-from bowrt.runtime.tokenize import TextTokenizer, format_passage, validate_passages, validate_queries
+from bowrt.runtime.tokenize import TextTokenizer, format_passage, pad_batch, validate_passages, validate_queries
 
 GPU_BUILD = [TENSORRT, CUDA, CPU]
 HIDDEN = 8

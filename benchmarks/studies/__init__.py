@@ -7,6 +7,7 @@ harness or in ``bowrt/`` imports them.
 
 | study | question |
 |---|---|
+| batch_lanes | do a call's batches run faster side by side, one thread each, with the same bits? |
 | batcher_wait | how long should the dynamic batcher hold a batch open? |
 | budget_sweep | which batch token budget should the CPU default be? |
 | gpu_check | do the CUDA and TensorRT paths match CPU fp32, and how fast are they? |

@@ -22,7 +22,7 @@ import pytest
 
 from benchmarks.harness import workloads
 from bowrt.runtime import Encoder, plan_batches
-from bowrt.runtime.encoder import pad_batch
+from bowrt.runtime.tokenize import pad_batch
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from bowrt.options import check_bool, check_choice, check_int
 from bowrt.runtime import host, hub, selfcheck, st_encode
 from bowrt.runtime.batcher import DynamicBatcher
 from bowrt.runtime.host import physical_cores
+from bowrt.runtime.lanes import Lanes, default_lanes, run_plan
 from bowrt.runtime.plan import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
 from bowrt.runtime.providers import GPU_PROVIDERS, SHORT, build_providers
 from bowrt.runtime.session import Session
@@ -42,7 +43,6 @@ from bowrt.runtime.tokenize import (
     TextTokenizer,
     TokenRow,
     Tokens,
-    pad_batch,
     row_ids,
     token_id_rows,
     tokenize,
@@ -90,6 +90,10 @@ class Encoder:
             available raises :class:`ProviderUnavailableError`. TensorRT runs
             with CUDA then CPU below it for the nodes it cannot take.
         threads: ORT intra-op threads; default one per physical core.
+        batch_lanes: batches of one call run side by side, each on ``threads // batch_lanes``
+            threads, on a second session of the same graph (``runtime/lanes.py``; the same
+            vectors, bit for bit). 1: one batch at a time on all ``threads``. Default: one
+            lane per thread for an int8 bundle on CPU (measured faster there), else 1. CPU only.
         max_batch_tokens: token budget of one batch, padding included
             (``rows x longest row``). Default 512 on CPU (measured: larger
             batches ran slower here, see ``benchmarks/studies/budget_sweep.py``), 32768
@@ -130,6 +134,7 @@ class Encoder:
         *,
         max_batch_tokens: int | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        batch_lanes: int | None = None,
         device_id: int = 0,
         cache_dir: str | os.PathLike[str] | None = None,
         cpu_mem_arena: bool = True,
@@ -143,6 +148,7 @@ class Encoder:
         self.threads = physical_cores() if threads is None else check_int("threads", threads)
         self.max_batch_size = check_int("max_batch_size", max_batch_size)
         check_int("max_batch_tokens", max_batch_tokens, optional=True)
+        check_int("batch_lanes", batch_lanes, optional=True)
         device_id = check_int("device_id", device_id, 0)
         check_bool("cpu_mem_arena", cpu_mem_arena)
         if not (isinstance(check_numerics, bool) or check_numerics == "always"):
@@ -172,6 +178,12 @@ class Encoder:
         )
         on_gpu = self._session.provider in GPU_PROVIDERS
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["gpu" if on_gpu else "cpu"]
+        if batch_lanes is not None and batch_lanes > 1 and on_gpu:
+            raise OptionError(f"batch_lanes={batch_lanes} runs on CPU only; this Encoder runs on {self.provider}")
+        lanes = default_lanes(self.variant, not on_gpu, self.threads) if batch_lanes is None else batch_lanes
+        self._lanes = None if lanes <= 1 else Lanes(
+            Session(self.bundle_dir, self.manifest, specs, explicit=True, threads=max(1, self.threads // lanes),
+                    cpu_mem_arena=cpu_mem_arena, model_file=self.graph_file), lanes)
         self.numerics: dict[str, Any] | None = (
             selfcheck.cached_run(self, force=check_numerics == "always") if check_numerics else None)
 
@@ -195,6 +207,11 @@ class Encoder:
         return list(self._session.providers)
 
     @property
+    def batch_lanes(self) -> int:
+        """Batches of one call that run side by side (1: one at a time)."""
+        return self._lanes.count if self._lanes else 1
+
+    @property
     def info(self) -> dict[str, Any]:
         """What is running, and where: bundle, variant, provider, threads, batch limits,
         the host's CPU as the int8 kernels see it, and the self-check's figures."""
@@ -207,6 +224,7 @@ class Encoder:
             "threads": self.threads,
             "max_batch_tokens": self.max_batch_tokens,
             "max_batch_size": self.max_batch_size,
+            "batch_lanes": self.batch_lanes,
             "graph": self.graph_file,
             "host": host.describe(),
             "exact_isas": list(host.exact_isas(self.manifest)),
@@ -216,7 +234,8 @@ class Encoder:
     def __repr__(self) -> str:
         return (
             f"Encoder({str(self.bundle_dir)!r}, variant={self.variant}, provider={self.provider}, "
-            f"threads={self.threads}, max_batch_tokens={self.max_batch_tokens}, max_batch_size={self.max_batch_size})"
+            f"threads={self.threads}, batch_lanes={self.batch_lanes}, max_batch_tokens={self.max_batch_tokens}, "
+            f"max_batch_size={self.max_batch_size})"
         )
 
     # --- stages (public: a caller may tokenize once and run the rows later) -------
@@ -275,28 +294,15 @@ class Encoder:
         n = len(tokens)
         if n == 0:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), Timings(tokens.tokenize_s, 0, 0, 0, 0, 0, 0, 0))
-        t_prev = time.perf_counter()
+        t0 = time.perf_counter()
         rows = self.max_batch_size if max_batch_size is None else min(max_batch_size, self.max_batch_size)
         plan = plan_batches(tokens.lengths, self.max_batch_tokens, rows)
-        pad_id = self._tokenizers[tokens.kind].pad_id
         out = np.empty((n, self.dim), dtype=np.float32)
-        spent = {"batch": 0.0, "inference": 0.0, "post": 0.0}
-        padded = done = 0
-        for b, idx in enumerate(plan, 1):
-            ids, mask = pad_batch([tokens.ids[i] for i in idx], pad_id)
-            t1 = time.perf_counter()
-            vecs = self._session.run(ids, mask)
-            t2 = time.perf_counter()
-            out[idx] = vecs  # back to the caller's order
-            t3 = time.perf_counter()
-            spent["batch"] += t1 - t_prev
-            spent["inference"] += t2 - t1
-            spent["post"] += t3 - t2
-            padded += ids.size
-            done += len(idx)
-            if on_batch is not None:
-                on_batch(b, len(plan), done)
-            t_prev = time.perf_counter()
+        planned = time.perf_counter() - t0
+        spent, padded = run_plan(plan, tokens.ids, self._tokenizers[tokens.kind].pad_id, self._session, self._lanes,
+                                 out, on_batch)
+        spent["batch"] += planned
+        t_prev = time.perf_counter()
         if norm:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         spent["post"] += time.perf_counter() - t_prev

@@ -1,0 +1,109 @@
+"""Running a call's batches: one at a time on all threads, or side by side in lanes.
+
+An Encoder on CPU runs a batch on all its ``threads`` (ORT's intra-op threads). For a call
+of many batches it can instead run ``lanes`` batches at once on a second session of the
+same graph, each batch on one thread: no thread waits on another inside an operator, and
+each core keeps its own batch's activations in its own cache. A batch's vectors do not
+depend on how many threads ran it (its rows are the same, each operator computes a row the
+same way on one thread or two), so the two paths give the same bits; the tests check it.
+
+The call's batches are split: whole rounds of ``lanes`` batches run on the lanes, the rest
+(fewer than ``lanes``, the shortest: the plan is longest first) on the Encoder's own
+session, so that no core sits idle while a last batch runs on one thread.
+
+Default: on for int8 bundles on CPU with two or more threads, off otherwise. Measured on a
+2-core AMD EPYC (avx2 avx512_vnni avx512f), bert-base twin, 192 mixed-length passages in
+calls of 32, 6 passes paired (`python benchmarks/studies/batch_lanes.py`): int8 lanes
+against one batch at a time on 2 threads, paired median 1.13x; the speed profile 1.16x;
+the one-at-a-time path ran 14.5-21.8 passages/s pass to pass, the lanes 18.2-22.7 (the
+slow passes are where they gain). fp32: 0.99x, for 456 MB more (its lane session); so off.
+An int8 lane session costs about 90 MB and 0.2 s at load. docs/benchmarks.md has the runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+import numpy as np
+
+from bowrt.runtime.tokenize import pad_batch
+
+# Variants that run in lanes by default on CPU (measured above; fp32 did not pay).
+DEFAULT_LANE_VARIANTS = ("int8",)
+
+
+def default_lanes(variant: str, on_cpu: bool, threads: int) -> int:
+    """Lanes an Encoder runs when the caller does not say: one per thread for the variants
+    measured to gain (int8) on CPU with two or more threads, else 1 (no lanes)."""
+    return threads if on_cpu and threads >= 2 and variant in DEFAULT_LANE_VARIANTS else 1
+
+
+class Lanes:
+    """``count`` batches at once on ``session`` (built with one intra-op thread)."""
+
+    def __init__(self, session, count: int):  # session: runtime.session.Session
+        self.session = session
+        self.count = count
+        self._pool = ThreadPoolExecutor(count, thread_name_prefix="bowrt-lane")
+
+    def share(self, batches: int) -> int:
+        """How many of a call's ``batches`` (the first ones: the longest) run in lanes:
+        whole rounds of ``count``, none when the call has fewer."""
+        return batches - batches % self.count
+
+    def run(self, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+        """Run padded ``(ids, mask)`` batches; yield ``(position, vectors)`` as each finishes.
+        The first failure is raised once the batches already running have stopped; the
+        ones not started are cancelled."""
+        futures = {self._pool.submit(self.session.run, ids, mask): i for i, (ids, mask) in enumerate(batches)}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    yield futures[f], f.result()
+        finally:
+            for f in pending:
+                f.cancel()
+            wait(pending)
+
+
+def run_plan(plan: list[list[int]], rows: Sequence[Sequence[int]], pad_id: int, session, lanes: Lanes | None,
+             out: np.ndarray, on_batch: Callable[[int, int, int], None] | None) -> tuple[dict[str, float], int]:
+    """Run the planned batches of ``rows`` (token ids), writing each batch's vectors into
+    ``out`` at its rows' places; ``on_batch(batches_done, batches, rows_done)`` after each,
+    in the caller's thread. Returns the seconds spent padding, running and placing, and
+    the padded tokens computed."""
+    spent = {"batch": 0.0, "inference": 0.0, "post": 0.0}
+    counts = [0, 0, 0]  # batches done, rows done, padded tokens
+
+    def finish(idx: list[int], vecs: np.ndarray, size: int) -> None:
+        out[idx] = vecs  # back to the caller's order
+        counts[0] += 1
+        counts[1] += len(idx)
+        counts[2] += size
+        if on_batch is not None:
+            on_batch(counts[0], len(plan), counts[1])
+
+    shared = lanes.share(len(plan)) if lanes else 0
+    if shared:  # the longest batches side by side, placed in the order they finish
+        t0 = time.perf_counter()
+        padded = [pad_batch([rows[i] for i in idx], pad_id) for idx in plan[:shared]]
+        t1 = time.perf_counter()
+        for j, vecs in lanes.run(padded):
+            finish(plan[j], vecs, padded[j][0].size)
+        spent["batch"] += t1 - t0
+        spent["inference"] += time.perf_counter() - t1
+    for idx in plan[shared:]:
+        t0 = time.perf_counter()
+        ids, mask = pad_batch([rows[i] for i in idx], pad_id)
+        t1 = time.perf_counter()
+        vecs = session.run(ids, mask)
+        t2 = time.perf_counter()
+        finish(idx, vecs, ids.size)
+        spent["batch"] += t1 - t0
+        spent["inference"] += t2 - t1
+        spent["post"] += time.perf_counter() - t2
+    return spent, counts[2]
