@@ -19,6 +19,7 @@ from bowrt.export.int8 import best_step
 from bowrt.export.int8.builder import GraphBuilder
 from bowrt.export.parity import cosines, overlap_at_k
 from bowrt.export.probes import load_text_set
+from bowrt.runtime.lanes import LANE_MIN_TOKENS
 from tests.reference import torch_reference
 from tests.tolerances import BATCH_INVARIANT_MIN_COS, INT8_MIN_COS, INT8_OVERLAP_AT_10
 
@@ -56,21 +57,31 @@ def test_int8_is_batch_invariant_on_bert_base_twin(twin_bundles):
 
 def assert_lanes_are_exact(bundle) -> None:
     """Batches side by side in lanes, each on one thread (runtime/lanes.py), give the very bits
-    of one batch at a time on two threads: an even and an odd count of batches (the odd one
-    ends on the Encoder's own session), and calls too small for lanes."""
-    passages = mixed_passages(64)
+    of one batch at a time on two threads: an even and an odd count of wide batches (the odd
+    one ends on the Encoder's own session), short ones (never in lanes), calls too small."""
+    probes = mixed_passages(64)
+    long = [(t, " ".join(x for _, x in probes[i : i + 6])) for i, (t, _) in enumerate(probes[:24])]
+    passages = [p for pair in zip(long, probes[24:48]) for p in pair] + probes[48:]
     one_at_a_time = Encoder(bundle, threads=2, batch_lanes=1, max_batch_tokens=512)
     lanes = Encoder(bundle, threads=2, batch_lanes=2, max_batch_tokens=512)
     assert (one_at_a_time.batch_lanes, lanes.batch_lanes) == (1, 2)
-    for chunk in (passages, passages[:23], passages[:5], passages[:1]):
+    lane_runs = []
+    real = lanes._lanes.session.run
+    lanes._lanes.session.run = lambda ids, mask: lane_runs.append(ids.shape[1]) or real(ids, mask)
+    short = [p for p in probes if lanes.token_count(p) <= LANE_MIN_TOKENS][:20]
+    assert len(short) >= 8
+    for chunk, in_lanes in ((passages, True), (passages[:23], True), (short, False), (passages[:1], False)):
         tokens = lanes.tokenize_passages(chunk)
         seen: list[tuple[int, int, int]] = []
+        lane_runs.clear()
         got = lanes.run_tokens(tokens, on_batch=lambda *a: seen.append(a))
         want = one_at_a_time.run_tokens(tokens)
         np.testing.assert_array_equal(got.vectors, want.vectors)
         assert got.timings.batches == want.timings.batches == len(seen)
         assert got.timings.padded_tokens == want.timings.padded_tokens
         assert [s[0] for s in seen] == list(range(1, len(seen) + 1)) and seen[-1][2] == len(chunk)
+        assert bool(lane_runs) == in_lanes and all(w > LANE_MIN_TOKENS for w in lane_runs), lane_runs
+        assert len(lane_runs) % 2 == 0
 
 
 def test_lanes_are_exact_on_real_weights(minilm_bundles):
@@ -95,13 +106,14 @@ def test_lanes_default_and_options(minilm_bundles):
 
 def test_a_failing_lane_fails_the_call_not_the_encoder(minilm_bundles):
     enc = Encoder(minilm_bundles["int8"], threads=2, max_batch_tokens=512)
-    passages = mixed_passages(40)
+    probes = mixed_passages(40)
+    passages = probes + [(t, " ".join(x for _, x in probes[i : i + 8])) for i, (t, _) in enumerate(probes[:8])]
     want = enc.encode_passages(passages)
     lane = enc._lanes.session
     real = lane.run
 
     def flaky(ids, mask):
-        if ids.shape[0] == 2:
+        if ids.shape[1] > 200:
             raise RuntimeError("lane fault")
         return real(ids, mask)
 

@@ -10,6 +10,7 @@ harness or in ``bowrt/`` imports them.
 | batch_lanes | do a call's batches run faster side by side, one thread each, with the same bits? |
 | batcher_wait | how long should the dynamic batcher hold a batch open? |
 | budget_sweep | which batch token budget should the CPU default be? |
+| core_latency | do bowrt int8's two speeds follow the host's core-to-core latency? |
 | gpu_check | do the CUDA and TensorRT paths match CPU fp32, and how fast are they? |
 | int8_agreement | do the int8 systems keep the ranking on texts none was tuned on? |
 | int8_bound | how near can int8 get to PyTorch bf16 on uniform batches? |

@@ -7,16 +7,20 @@ each core keeps its own batch's activations in its own cache. A batch's vectors 
 depend on how many threads ran it (its rows are the same, each operator computes a row the
 same way on one thread or two), so the two paths give the same bits; the tests check it.
 
-The call's batches are split: whole rounds of ``lanes`` batches run on the lanes, the rest
-(fewer than ``lanes``, the shortest: the plan is longest first) on the Encoder's own
-session, so that no core sits idle while a last batch runs on one thread.
+Only batches of more than :data:`LANE_MIN_TOKENS` tokens a row run in lanes: below that,
+one batch at a time was faster. Of those, whole rounds of ``lanes`` batches run on the
+lanes, the rest (fewer than ``lanes``) with the shorter batches on the Encoder's own session,
+so that no core sits idle while a last batch runs on one thread. The plan is longest
+first, so the batches for the lanes are the call's first ones.
 
 Default: on for int8 bundles on CPU with two or more threads, off otherwise. Measured on a
 2-core AMD EPYC (avx2 avx512_vnni avx512f), bert-base twin, 192 mixed-length passages in
 calls of 32, 6 passes paired (`python benchmarks/studies/batch_lanes.py`): int8 lanes
 against one batch at a time on 2 threads, paired median 1.13x; the speed profile 1.16x;
 the one-at-a-time path ran 14.5-21.8 passages/s pass to pass, the lanes 18.2-22.7 (the
-slow passes are where they gain). fp32: 0.99x, for 456 MB more (its lane session); so off.
+slow passes are where they gain). By length, int8 and speed profile, 5 passes: 20-64 tokens
+0.88x and 0.92x, 65-128 0.96x and 0.96x, 129-256 1.21x and 1.10x; hence LANE_MIN_TOKENS.
+fp32: 0.99x, for 456 MB more (its lane session); so off.
 An int8 lane session costs about 90 MB and 0.2 s at load. docs/benchmarks.md has the runs.
 """
 
@@ -32,6 +36,8 @@ from bowrt.runtime.tokenize import pad_batch
 
 # Variants that run in lanes by default on CPU (measured above; fp32 did not pay).
 DEFAULT_LANE_VARIANTS = ("int8",)
+# Batches whose rows are padded to more tokens than this run in lanes (measured above).
+LANE_MIN_TOKENS = 128
 
 
 def default_lanes(variant: str, on_cpu: bool, threads: int) -> int:
@@ -48,10 +54,11 @@ class Lanes:
         self.count = count
         self._pool = ThreadPoolExecutor(count, thread_name_prefix="bowrt-lane")
 
-    def share(self, batches: int) -> int:
-        """How many of a call's ``batches`` (the first ones: the longest) run in lanes:
-        whole rounds of ``count``, none when the call has fewer."""
-        return batches - batches % self.count
+    def share(self, widths: Sequence[int]) -> int:
+        """How many of a call's batches, of padded ``widths`` longest first, run in lanes: the
+        ones wider than :data:`LANE_MIN_TOKENS`, in whole rounds of ``count``."""
+        wide = sum(1 for w in widths if w > LANE_MIN_TOKENS)
+        return wide - wide % self.count
 
     def run(self, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
         """Run padded ``(ids, mask)`` batches; yield ``(position, vectors)`` as each finishes.
@@ -87,7 +94,7 @@ def run_plan(plan: list[list[int]], rows: Sequence[Sequence[int]], pad_id: int, 
         if on_batch is not None:
             on_batch(counts[0], len(plan), counts[1])
 
-    shared = lanes.share(len(plan)) if lanes else 0
+    shared = lanes.share([max(len(rows[i]) for i in idx) for idx in plan]) if lanes else 0
     if shared:  # the longest batches side by side, placed in the order they finish
         t0 = time.perf_counter()
         padded = [pad_batch([rows[i] for i in idx], pad_id) for idx in plan[:shared]]
