@@ -13,15 +13,17 @@ lanes, the rest (fewer than ``lanes``) with the shorter batches on the Encoder's
 so that no core sits idle while a last batch runs on one thread. The plan is longest
 first, so the batches for the lanes are the call's first ones.
 
-Default: on for int8 bundles on CPU with two or more threads, off otherwise. Measured on a
-2-core AMD EPYC (avx2 avx512_vnni avx512f), bert-base twin, 192 mixed-length passages in
-calls of 32, 6 passes paired (`python benchmarks/studies/batch_lanes.py`): int8 lanes
-against one batch at a time on 2 threads, paired median 1.13x; the speed profile 1.16x;
-the one-at-a-time path ran 14.5-21.8 passages/s pass to pass, the lanes 18.2-22.7 (the
-slow passes are where they gain). By length, int8 and speed profile, 5 passes: 20-64 tokens
-0.88x and 0.92x, 65-128 0.96x and 0.96x, 129-256 1.21x and 1.10x; hence LANE_MIN_TOKENS.
-fp32: 0.99x, for 456 MB more (its lane session); so off.
-An int8 lane session costs about 90 MB and 0.2 s at load. docs/benchmarks.md has the runs.
+Default: on for int8 bundles on CPU with two or more threads, off otherwise. Why it pays:
+ORT's intra-op threads share every operator's tensors, and this VM's two vCPUs are placed
+near each other (a cache-line round trip of about 70 ns) or far apart (about 330 ns) for
+seconds at a time (``benchmarks/studies/core_latency.py``); far, one batch at a time on 2
+threads ran 10.7 passages/s of 129-256 tokens, lanes 14.0; near, 17.1 and 17.9. Measured on a
+2-core AMD EPYC (avx2 avx512_vnni avx512f), bert-base twin, calls of 32 passages, paired pass
+by pass (``benchmarks/studies/batch_lanes.py``), lanes over one at a time, default int8 and
+speed profile: 20-64 tokens 0.88x and 0.92x, 65-128 0.96x and 0.96x, 129-256 1.21x and 1.10x
+(hence LANE_MIN_TOKENS); on a 20-256 mix with the threshold 1.01x and 1.00x, with a higher
+floor. fp32: 0.99x, for 456 MB more (its lane session); so off. An int8 lane session costs
+about 90 MB and 0.2 s at load. docs/benchmarks.md, "Batch lanes", has the runs.
 """
 
 from __future__ import annotations
