@@ -35,7 +35,7 @@ from bowrt.runtime.batcher import DynamicBatcher
 from bowrt.runtime.host import physical_cores
 from bowrt.runtime.lanes import Lanes, default_lanes, run_plan
 from bowrt.runtime.plan import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
-from bowrt.runtime.providers import GPU_PROVIDERS, SHORT, build_providers
+from bowrt.runtime.providers import CPU, GPU_PROVIDERS, SHORT, build_providers
 from bowrt.runtime.session import Session
 from bowrt.runtime.tokenize import (
     KINDS,
@@ -182,7 +182,8 @@ class Encoder:
             raise OptionError(f"batch_lanes={batch_lanes} runs on CPU only; this Encoder runs on {self.provider}")
         lanes = default_lanes(self.variant, not on_gpu, self.threads) if batch_lanes is None else batch_lanes
         self._lanes = None if lanes <= 1 else Lanes(
-            Session(self.bundle_dir, self.manifest, specs, explicit=True, threads=max(1, self.threads // lanes),
+            # CPU only, whatever was asked: a GPU asked for and not taken left the main session on CPU.
+            Session(self.bundle_dir, self.manifest, [(CPU, {})], explicit=True, threads=max(1, self.threads // lanes),
                     cpu_mem_arena=cpu_mem_arena, model_file=self.graph_file), lanes)
         self.numerics: dict[str, Any] | None = (
             selfcheck.cached_run(self, force=check_numerics == "always") if check_numerics else None)
