@@ -33,7 +33,7 @@ from bowrt.options import check_bool, check_choice, check_int
 from bowrt.runtime import host, hub, selfcheck, st_encode
 from bowrt.runtime.batcher import DynamicBatcher
 from bowrt.runtime.host import physical_cores
-from bowrt.runtime.lanes import Lanes, default_lanes, run_plan
+from bowrt.runtime.lanes import Lanes, lane_count, run_plan
 from bowrt.runtime.plan import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
 from bowrt.runtime.providers import CPU, GPU_PROVIDERS, SHORT, build_providers
 from bowrt.runtime.session import Session
@@ -178,9 +178,7 @@ class Encoder:
         )
         on_gpu = self._session.provider in GPU_PROVIDERS
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["gpu" if on_gpu else "cpu"]
-        if batch_lanes is not None and batch_lanes > 1 and on_gpu:
-            raise OptionError(f"batch_lanes={batch_lanes} runs on CPU only; this Encoder runs on {self.provider}")
-        lanes = default_lanes(self.variant, not on_gpu, self.threads) if batch_lanes is None else batch_lanes
+        lanes = lane_count(batch_lanes, self.variant, self.provider, on_gpu, self.threads)
         self._lanes = None if lanes <= 1 else Lanes(
             # CPU only, whatever was asked: a GPU asked for and not taken left the main session on CPU.
             Session(self.bundle_dir, self.manifest, [(CPU, {})], explicit=True, threads=max(1, self.threads // lanes),

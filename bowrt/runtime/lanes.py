@@ -34,6 +34,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import numpy as np
 
+from bowrt.errors import OptionError
 from bowrt.runtime.tokenize import pad_batch
 
 # Variants that run in lanes by default on CPU (measured above; fp32 did not pay).
@@ -46,6 +47,13 @@ def default_lanes(variant: str, on_cpu: bool, threads: int) -> int:
     """Lanes an Encoder runs when the caller does not say: one per thread for the variants
     measured to gain (int8) on CPU with two or more threads, else 1 (no lanes)."""
     return threads if on_cpu and threads >= 2 and variant in DEFAULT_LANE_VARIANTS else 1
+
+
+def lane_count(asked: int | None, variant: str, provider: str, on_gpu: bool, threads: int) -> int:
+    """The lanes an Encoder runs: ``asked`` (more than 1 on a GPU raises OptionError), else the default."""
+    if asked is not None and asked > 1 and on_gpu:
+        raise OptionError(f"batch_lanes={asked} runs on CPU only; this Encoder runs on {provider}")
+    return default_lanes(variant, not on_gpu, threads) if asked is None else asked
 
 
 class Lanes:
