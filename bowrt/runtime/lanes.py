@@ -43,17 +43,15 @@ DEFAULT_LANE_VARIANTS = ("int8",)
 LANE_MIN_TOKENS = 128
 
 
-def default_lanes(variant: str, on_cpu: bool, threads: int) -> int:
-    """Lanes an Encoder runs when the caller does not say: one per thread for the variants
-    measured to gain (int8) on CPU with two or more threads, else 1 (no lanes)."""
-    return threads if on_cpu and threads >= 2 and variant in DEFAULT_LANE_VARIANTS else 1
-
-
 def lane_count(asked: int | None, variant: str, provider: str, on_gpu: bool, threads: int) -> int:
-    """The lanes an Encoder runs: ``asked`` (more than 1 on a GPU raises OptionError), else the default."""
+    """The lanes an Encoder runs: ``asked`` (more than 1 on a GPU raises OptionError); when not
+    asked, one per thread for the variants measured to gain (int8) on CPU with two or more
+    threads, else 1 (no lanes)."""
     if asked is not None and asked > 1 and on_gpu:
         raise OptionError(f"batch_lanes={asked} runs on CPU only; this Encoder runs on {provider}")
-    return default_lanes(variant, not on_gpu, threads) if asked is None else asked
+    if asked is not None:
+        return asked
+    return threads if not on_gpu and threads >= 2 and variant in DEFAULT_LANE_VARIANTS else 1
 
 
 class Lanes:
