@@ -361,13 +361,12 @@ def test_ct2_converts_with_its_own_converter_and_matches_pytorch(tiny_model_dir,
         spec = systems.prepare(SystemSpec(name, model_dir=str(tiny_model_dir), threads=1), tmp_path)
         sys_ = systems.load(spec)
         got = sys_.encode(texts, "passage")
-        if name == "ct2-fp32":
+        if name == "ct2-fp32":  # row by row: the caller's order restored by the sorted batching both share
             assert_fp32_parity(got, ref)
-        else:  # int8: close to PyTorch (0.99999 here), and each row its own text's: the caller's order restored
+        else:  # int8: close to PyTorch, row by row. Not a nearest-row test: centred (random weights point every
+            # vector one way), CTranslate2's int8 on an AVX2-only host keeps as little as 0.35 of a row's own
+            # direction, so a row can sit nearer another text's; the order is the fp32 case's, proved above
             assert cosines(got, ref).min() > 0.9999
-            g, r = got - ref.mean(0), ref - ref.mean(0)  # centred: random weights point every vector one way
-            cos = (g / np.linalg.norm(g, axis=1, keepdims=True)) @ (r / np.linalg.norm(r, axis=1, keepdims=True)).T
-            assert (cos.argmax(1) == np.arange(len(texts))).all()
         alone = np.concatenate([sys_.encode([t], "passage") for t in texts[:8]])
         assert cosines(alone, got[:8]).min() >= (BATCH_INVARIANT_MIN_COS if name == "ct2-fp32" else 0.99)
         assert sys_.encode([], "passage").shape[0] == 0

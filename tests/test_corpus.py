@@ -4,6 +4,7 @@ resume after a crash, rejects, stop mode, refusing a folder that holds another j
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from bowrt import Encoder
 from bowrt.corpus import CorpusSettings, detect_format, encode_corpus, load_corpus, read_corpus
 from bowrt.errors import CorpusError, CorpusLineError, OptionError
+from bowrt.runtime import twin
 from tests.tolerances import FLOAT16_STORAGE_ATOL, SAME_BUNDLE_ATOL
 
 PASSAGES = [
@@ -360,6 +362,8 @@ def test_a_resumed_job_refuses_other_weights_behind_the_same_graph(tiny_bundles,
         f.write(bytes([byte ^ 1]))
     m = json.loads((other / MANIFEST).read_text())
     m["files"][DATA_FILE] = {"sha256": sha256_file(other / DATA_FILE), "bytes": (other / DATA_FILE).stat().st_size}
+    for spec in m["quantization"].get("derived", {}).values():  # as its export would: the u8 twin's sha256 moves too
+        spec["sha256"], spec["bytes"] = twin.write_u8(other / spec["from"], io.BytesIO())
     (other / MANIFEST).write_text(json.dumps(m))
     src = _write_jsonl(tmp_path / "c.jsonl", PASSAGES)
     encode_corpus(Encoder(tiny_bundles["int8"], threads=1), src, tmp_path / "out", shard_size=3, progress=False)

@@ -328,6 +328,7 @@ def open_graph(bundle_dir: str | os.PathLike[str], manifest: Manifest, name: str
         yield str(folder / name)
         return
     spec = _spec(manifest, name)
+    check_data_files(folder / spec["from"], manifest)  # the twin inlines them: refused as the graph itself would be
     with _scratch() as (f, path):
         sha, _ = write_u8(folder / spec["from"], f)
         f.flush()
@@ -341,6 +342,7 @@ def graph_source(bundle_dir: str | os.PathLike[str], manifest: Manifest, name: s
     if name in manifest.files:
         return folder / name
     spec = _spec(manifest, name)
+    check_data_files(folder / spec["from"], manifest)
     buf = io.BytesIO()
     sha, _ = write_u8(folder / spec["from"], buf)
     _check(name, spec, sha)
