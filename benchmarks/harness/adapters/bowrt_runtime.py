@@ -23,12 +23,15 @@ class BowrtSystem:
 
     def __init__(self, spec: SystemSpec):
         from bowrt.runtime import Encoder
+        from bowrt.runtime.lanes import LANE_MIN_TOKENS
 
         self.spec = spec
         if bowrt_variant(spec.name) == "fp16" and spec.device != "cuda":
             raise Unavailable("fp16 bundles run on GPU providers only (no CUDA here)")
         self.encoder = Encoder(spec.bundle, providers=spec.device, threads=spec.threads)
-        self.batching = f"sorts by length, token budget {self.encoder.max_batch_tokens} (padding counted), pads per batch"
+        lanes = self.encoder.batch_lanes
+        self.batching = (f"sorts by length, token budget {self.encoder.max_batch_tokens} (padding counted), pads per batch"
+                         + (f", {lanes} batch lanes for batches wider than {LANE_MIN_TOKENS} tokens" if lanes > 1 else ""))
         # The graph and, for int8 (bowrt >= 0.6), the data file its weights are in.
         self.model_bytes = sum(e["bytes"] for name, e in self.encoder.manifest.files.items()
                                if name in (MODEL_FILE, DATA_FILE))
