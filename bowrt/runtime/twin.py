@@ -287,13 +287,16 @@ def derived(manifest: Manifest) -> dict[str, dict[str, Any]]:
     return table if isinstance(table, dict) else {}
 
 
-def _spec(manifest: Manifest, name: str) -> dict[str, Any]:
+def _spec(folder: Path, manifest: Manifest, name: str) -> dict[str, Any]:
+    """The derivation of graph ``name``, once its source and the data files the source reads
+    (which the twin inlines) are known to be files of the manifest."""
     spec = derived(manifest).get(name)
     if not isinstance(spec, dict) or spec.get("from") not in manifest.files:
         raise BundleFormatError(f"the bundle has no graph {name!r}: it is neither a file of the manifest nor derived from one")
     if spec.get("transform") not in U8_TRANSFORMS:
         raise BundleFormatError(f"graph {name!r} is derived by {spec.get('transform')!r}, which this bowrt does not "
                                 f"know (it knows {', '.join(map(repr, U8_TRANSFORMS))}): upgrade bowrt")
+    check_data_files(folder / spec["from"], manifest)
     return spec
 
 
@@ -327,8 +330,7 @@ def open_graph(bundle_dir: str | os.PathLike[str], manifest: Manifest, name: str
         check_data_files(folder / name, manifest)
         yield str(folder / name)
         return
-    spec = _spec(manifest, name)
-    check_data_files(folder / spec["from"], manifest)  # the twin inlines them: refused as the graph itself would be
+    spec = _spec(folder, manifest, name)
     with _scratch() as (f, path):
         sha, _ = write_u8(folder / spec["from"], f)
         f.flush()
@@ -341,8 +343,7 @@ def graph_source(bundle_dir: str | os.PathLike[str], manifest: Manifest, name: s
     folder = Path(bundle_dir)
     if name in manifest.files:
         return folder / name
-    spec = _spec(manifest, name)
-    check_data_files(folder / spec["from"], manifest)
+    spec = _spec(folder, manifest, name)
     buf = io.BytesIO()
     sha, _ = write_u8(folder / spec["from"], buf)
     _check(name, spec, sha)
