@@ -47,9 +47,9 @@ def lane_count(asked: int | None, variant: str, provider: str, on_gpu: bool, thr
     """The lanes an Encoder runs: ``asked`` (more than 1 on a GPU raises OptionError); when not
     asked, one per thread for the variants measured to gain (int8) on CPU with two or more
     threads, else 1 (no lanes)."""
-    if asked is not None and asked > 1 and on_gpu:
-        raise OptionError(f"batch_lanes={asked} runs on CPU only; this Encoder runs on {provider}")
     if asked is not None:
+        if asked > 1 and on_gpu:
+            raise OptionError(f"batch_lanes={asked} runs on CPU only; this Encoder runs on {provider}")
         return asked
     return threads if not on_gpu and threads >= 2 and variant in DEFAULT_LANE_VARIANTS else 1
 
