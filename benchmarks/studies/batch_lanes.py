@@ -9,8 +9,8 @@ bowrt/runtime/lanes.py.
         [--settings 1:512,2:512] [--lane-min-tokens N]
 
 Per bundle, one Encoder per setting ``LANES:BUDGET`` in one process (``batch_lanes`` and
-``max_batch_tokens``; the default pair is one batch at a time against one lane per thread,
-both at the 512-token budget). The same passages (random token ids of ``--min-tokens`` to
+``max_batch_tokens``; the default pair is one batch at a time against two lanes, both at
+the 512-token budget; a lane runs on ``--threads`` divided by its setting's lanes). The same passages (random token ids of ``--min-tokens`` to
 ``--max-tokens``), in calls of ``--call`` rows through ``run_tokens``, run one pass on each
 setting in turn, the order rotating by one each pass, a 0.2 s pause before each pass;
 each pass checks that every setting gave the same vectors, bit for bit. ``--lane-min-tokens``
