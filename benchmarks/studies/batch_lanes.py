@@ -6,15 +6,19 @@ bowrt/runtime/lanes.py.
 
     python benchmarks/studies/batch_lanes.py BUNDLE [BUNDLE ...] [--passages 192] [--call 32]
         [--passes 6] [--min-tokens 20] [--max-tokens 256] [--threads 2]
-        [--settings 1:512,2:512] [--lane-min-tokens N]
+        [--settings 1:512,default]
 
-Per bundle, one Encoder per setting ``LANES:BUDGET`` in one process (``batch_lanes`` and
-``max_batch_tokens``; the default pair is one batch at a time against two lanes, both at
-the 512-token budget; a lane runs on ``--threads`` divided by its setting's lanes). The same passages (random token ids of ``--min-tokens`` to
+Per bundle, one Encoder per setting in one process. ``default`` is the Encoder's own
+defaults; ``LANES:BUDGET[:LANE_MIN[:WIDTH:TOKENS]]`` sets ``batch_lanes`` and
+``max_batch_tokens``, then optionally the lanes' floor (batches wider than LANE_MIN tokens
+run in lanes; :data:`bowrt.runtime.lanes.LANE_MIN_TOKENS`) and one narrow budget (batches of
+rows of at most WIDTH tokens close at TOKENS; :data:`bowrt.runtime.lanes.LANE_NARROW`); a
+lane runs on ``--threads`` divided by its setting's lanes. The default pair is one batch at
+a time at 512 tokens against the Encoder's defaults; ``2:512:128`` is the default before the
+narrow budget. The same passages (random token ids of ``--min-tokens`` to
 ``--max-tokens``), in calls of ``--call`` rows through ``run_tokens``, run one pass on each
 setting in turn, the order rotating by one each pass, a 0.2 s pause before each pass;
-each pass checks that every setting gave the same vectors, bit for bit. ``--lane-min-tokens``
-overrides :data:`bowrt.runtime.lanes.LANE_MIN_TOKENS` (0: lanes take every batch). It prints
+each pass checks that every setting gave the same vectors, bit for bit. It prints
 the rate of every pass, the medians, and each setting's paired median ratio over the first
 setting, pass by pass.
 """
@@ -31,7 +35,6 @@ if __package__ in (None, ""):  # run as `python benchmarks/studies/NAME.py`
     import _checkout  # noqa: F401  (the checkout root on sys.path)
 
 from benchmarks.studies.common import token_corpus  # noqa: E402
-import bowrt.runtime.lanes as lanes_module  # noqa: E402
 from bowrt.runtime.encoder import Encoder  # noqa: E402
 from bowrt.runtime.tokenize import Tokens  # noqa: E402
 
@@ -43,23 +46,43 @@ def _pass(enc: Encoder, calls: list[Tokens]) -> tuple[float, list[np.ndarray]]:
     return time.perf_counter() - t0, out
 
 
-def _settings(text: str) -> list[tuple[int, int]]:
+def _settings(text: str) -> list[tuple[int, ...] | None]:
+    """``default`` -> None (the Encoder's own defaults); ``LANES:BUDGET[:LANE_MIN[:WIDTH:TOKENS]]`` -> ints."""
     try:
-        pairs = [tuple(int(x) for x in item.split(":")) for item in text.split(",")]
+        items = [None if item == "default" else tuple(int(x) for x in item.split(":")) for item in text.split(",")]
     except ValueError:
-        pairs = []
-    if not pairs or any(len(p) != 2 or min(p) < 1 for p in pairs):
-        raise SystemExit(f"--settings {text!r}: expected LANES:BUDGET[,LANES:BUDGET...], e.g. 1:512,2:256")
-    return pairs  # type: ignore[return-value]
+        items = []
+    if not items or any(t is not None and (len(t) not in (2, 3, 5) or min(t[:2]) < 1 or min(t) < 0) for t in items):
+        raise SystemExit(f"--settings {text!r}: expected default or LANES:BUDGET[:LANE_MIN[:WIDTH:TOKENS]], "
+                         "comma-separated, e.g. 2:512:128,default")
+    return items
+
+
+def _name(setting: tuple[int, ...] | None) -> str:
+    if setting is None:
+        return "default"
+    name = f"lanes {setting[0]}, {setting[1]} tokens"
+    if len(setting) > 2:
+        name += f", lanes above {setting[2]}"
+    return name + (f", {setting[4]} up to {setting[3]}" if len(setting) == 5 else "")
+
+
+def _encoder(bundle: Path, setting: tuple[int, ...] | None, threads: int) -> Encoder:
+    if setting is None:
+        return Encoder(bundle, threads=threads, check_numerics=False)
+    enc = Encoder(bundle, threads=threads, batch_lanes=setting[0], max_batch_tokens=setting[1], check_numerics=False)
+    if len(setting) > 2 and enc._lanes is not None:
+        enc._lanes.min_tokens = setting[2]
+    enc.narrow_budget = ((setting[3], setting[4]),) if len(setting) == 5 else ()
+    return enc
 
 
 def study(bundle: Path, args: argparse.Namespace) -> None:
     rows = [r for r in token_corpus(40 * args.passages, np.random.default_rng(1), args.max_tokens + 1)
             if len(r) >= args.min_tokens][: args.passages]
     calls = [Tokens("passage", tuple(rows[i : i + args.call])) for i in range(0, len(rows), args.call)]
-    names = [f"lanes {k}, {b} tokens" for k, b in args.settings]
-    encs = [Encoder(bundle, threads=args.threads, batch_lanes=k, max_batch_tokens=b, check_numerics=False)
-            for k, b in args.settings]
+    names = [_name(st) for st in args.settings]
+    encs = [_encoder(bundle, st, args.threads) for st in args.settings]
     for enc in encs:
         enc.encode_tokens(calls[0])
     rates: list[list[float]] = [[] for _ in encs]
@@ -90,13 +113,10 @@ def main() -> None:
     ap.add_argument("--min-tokens", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--settings", type=_settings, default=_settings("1:512,2:512"),
-                    help="LANES:BUDGET pairs; the first is the baseline of the paired ratios")
-    ap.add_argument("--lane-min-tokens", type=int, default=None,
-                    help="override LANE_MIN_TOKENS (0: lanes take every batch)")
+    ap.add_argument("--settings", type=_settings, default=_settings("1:512,default"),
+                    help="default or LANES:BUDGET[:LANE_MIN[:WIDTH:TOKENS]], comma-separated; "
+                         "the first is the baseline of the paired ratios")
     args = ap.parse_args()
-    if args.lane_min_tokens is not None:
-        lanes_module.LANE_MIN_TOKENS = args.lane_min_tokens
     for bundle in args.bundles:
         study(bundle, args)
 

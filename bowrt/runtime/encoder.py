@@ -33,7 +33,7 @@ from bowrt.options import check_bool, check_choice, check_int
 from bowrt.runtime import host, hub, selfcheck, st_encode
 from bowrt.runtime.batcher import DynamicBatcher
 from bowrt.runtime.host import physical_cores
-from bowrt.runtime.lanes import Lanes, lane_count, run_plan
+from bowrt.runtime.lanes import LANE_NARROW, Lanes, lane_count, run_plan
 from bowrt.runtime.plan import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
 from bowrt.runtime.providers import CPU, GPU_PROVIDERS, SHORT, build_providers
 from bowrt.runtime.session import Session
@@ -97,7 +97,10 @@ class Encoder:
         max_batch_tokens: token budget of one batch, padding included
             (``rows x longest row``). Default 512 on CPU (measured: larger
             batches ran slower here, see ``benchmarks/studies/budget_sweep.py``), 32768
-            on GPU (not measured). It also bounds the memory one batch needs.
+            on GPU (not measured). It also bounds the memory one batch needs. With lanes
+            and no budget asked, batches of rows of at most 64 tokens close at 128, of at
+            most 128 at 256 (``narrow_budget``, measured in ``runtime/lanes.py``); an asked
+            budget holds for all rows.
         max_batch_size: most rows in one batch (default 256); also the largest
             batch of the TensorRT optimization profile.
         device_id: the GPU, for CUDA and TensorRT.
@@ -183,6 +186,8 @@ class Encoder:
             # CPU only, whatever was asked: a GPU asked for and not taken left the main session on CPU.
             Session(self.bundle_dir, self.manifest, [(CPU, {})], explicit=True, threads=max(1, self.threads // lanes),
                     cpu_mem_arena=cpu_mem_arena, model_file=self.graph_file), lanes)
+        # (width, tokens) tiers: short rows' smaller budgets in lanes; an asked max_batch_tokens holds for every row.
+        self.narrow_budget: tuple[tuple[int, int], ...] = LANE_NARROW if self._lanes and not max_batch_tokens else ()
         self.numerics: dict[str, Any] | None = (
             selfcheck.cached_run(self, force=check_numerics == "always") if check_numerics else None)
 
@@ -224,6 +229,7 @@ class Encoder:
             "max_batch_tokens": self.max_batch_tokens,
             "max_batch_size": self.max_batch_size,
             "batch_lanes": self.batch_lanes,
+            "narrow_budget": [list(t) for t in self.narrow_budget],
             "graph": self.graph_file,
             "host": host.describe(),
             "exact_isas": list(host.exact_isas(self.manifest)),
@@ -277,6 +283,13 @@ class Encoder:
         text = self.validate_queries([item]) if kind == "query" else self.validate_passages([item])
         return len(self._tokenizers[kind].encode(text)[0])
 
+    def plan(self, lengths: Sequence[int], max_batch_size: int | None = None) -> list[list[int]]:
+        """The batches (row positions, longest first) that a call of rows of ``lengths`` runs:
+        :func:`plan_batches` with this Encoder's budgets (``narrow_budget`` too) and ``max_batch_size``,
+        or fewer rows where asked (never more)."""
+        rows = self.max_batch_size if max_batch_size is None else min(max_batch_size, self.max_batch_size)
+        return plan_batches(lengths, self.max_batch_tokens, rows, self.narrow_budget)
+
     def encode_tokens(self, tokens: Tokens, normalize: bool | None = None) -> np.ndarray:
         """Run already tokenized rows: ``[len(tokens), dim]`` float32 in their order."""
         return self.run_tokens(tokens, normalize).vectors
@@ -294,8 +307,7 @@ class Encoder:
         if n == 0:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), Timings(tokens.tokenize_s, 0, 0, 0, 0, 0, 0, 0))
         t0 = time.perf_counter()
-        rows = self.max_batch_size if max_batch_size is None else min(max_batch_size, self.max_batch_size)
-        plan = plan_batches(tokens.lengths, self.max_batch_tokens, rows)
+        plan = self.plan(tokens.lengths, max_batch_size)
         out = np.empty((n, self.dim), dtype=np.float32)
         planned = time.perf_counter() - t0
         spent, padded = run_plan(plan, tokens.ids, self._tokenizers[tokens.kind].pad_id, self._session, self._lanes,

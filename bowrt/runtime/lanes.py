@@ -39,8 +39,12 @@ from bowrt.runtime.tokenize import pad_batch
 
 # Variants that run in lanes by default on CPU (measured above; fp32 did not pay).
 DEFAULT_LANE_VARIANTS = ("int8",)
-# Batches whose rows are padded to more tokens than this run in lanes (measured above).
-LANE_MIN_TOKENS = 128
+# Batches whose rows are padded to more tokens than this run in lanes (measured above: 0,
+# every batch, once the narrow batches are smaller).
+LANE_MIN_TOKENS = 0
+# With lanes and the default budget, a batch whose rows have at most WIDTH tokens closes at
+# TOKENS, not the CPU's 512: (WIDTH, TOKENS) tiers, narrowest first (measured above).
+LANE_NARROW = ((64, 128), (128, 256))
 
 
 def lane_count(asked: int | None, variant: str, provider: str, on_gpu: bool, threads: int) -> int:
@@ -57,15 +61,16 @@ def lane_count(asked: int | None, variant: str, provider: str, on_gpu: bool, thr
 class Lanes:
     """``count`` batches at once on ``session`` (built with one intra-op thread)."""
 
-    def __init__(self, session, count: int):  # session: runtime.session.Session
+    def __init__(self, session, count: int, min_tokens: int = LANE_MIN_TOKENS):  # session: runtime.session.Session
         self.session = session
         self.count = count
+        self.min_tokens = min_tokens
         self._pool = ThreadPoolExecutor(count, thread_name_prefix="bowrt-lane")
 
     def share(self, widths: Sequence[int]) -> int:
         """How many of a call's batches, of padded ``widths`` longest first, run in lanes: the
-        ones wider than :data:`LANE_MIN_TOKENS`, in whole rounds of ``count``."""
-        wide = sum(1 for w in widths if w > LANE_MIN_TOKENS)
+        ones wider than ``min_tokens`` (:data:`LANE_MIN_TOKENS`), in whole rounds of ``count``."""
+        wide = sum(1 for w in widths if w > self.min_tokens)
         return wide - wide % self.count
 
     def run(self, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:

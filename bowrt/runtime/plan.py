@@ -25,26 +25,31 @@ DEFAULT_MAX_BATCH_TOKENS = {"cpu": 512, "gpu": 32768}
 DEFAULT_MAX_BATCH_SIZE = 256
 
 
-def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int,
+                 narrow: Sequence[tuple[int, int]] = ()) -> list[list[int]]:
     """Group item indices into batches.
 
     Items are sorted longest first (ties keep the caller's order) so rows of
     similar length share a batch and little is padded; a batch closes before
     ``rows x longest`` would exceed ``max_batch_tokens`` or rows would exceed
-    ``max_batch_size``. An item longer than the budget on its own runs alone.
+    ``max_batch_size``. ``narrow``: ``(width, tokens)`` tiers, narrowest first; a
+    batch whose longest row has at most ``width`` tokens closes at the first such
+    tier's ``tokens`` instead (the Encoder's smaller budgets for short rows in lanes,
+    ``runtime/lanes.py``). An item longer than the budget on its own runs alone.
     Longest first also means the biggest batch runs first: memory trouble shows
     at once, not at the end of a long call.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     cur: list[int] = []
-    longest = 0
+    longest, budget = 0, max_batch_tokens
     for i in order:
-        if cur and ((len(cur) + 1) * longest > max_batch_tokens or len(cur) >= max_batch_size):
+        if cur and ((len(cur) + 1) * longest > budget or len(cur) >= max_batch_size):
             batches.append(cur)
             cur = []
         if not cur:
             longest = lengths[i]  # sorted: the first row of a batch is its longest
+            budget = next((tokens for width, tokens in narrow if longest <= width), max_batch_tokens)
         cur.append(i)
     if cur:
         batches.append(cur)

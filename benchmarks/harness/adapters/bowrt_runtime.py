@@ -23,15 +23,15 @@ class BowrtSystem:
 
     def __init__(self, spec: SystemSpec):
         from bowrt.runtime import Encoder
-        from bowrt.runtime.lanes import LANE_MIN_TOKENS
-
         self.spec = spec
         if bowrt_variant(spec.name) == "fp16" and spec.device != "cuda":
             raise Unavailable("fp16 bundles run on GPU providers only (no CUDA here)")
         self.encoder = Encoder(spec.bundle, providers=spec.device, threads=spec.threads)
         lanes = self.encoder.batch_lanes
-        self.batching = (f"sorts by length, token budget {self.encoder.max_batch_tokens} (padding counted), pads per batch"
-                         + (f", {lanes} batch lanes for batches wider than {LANE_MIN_TOKENS} tokens" if lanes > 1 else ""))
+        narrow = self.encoder.narrow_budget
+        self.batching = (f"sorts by length, token budget {self.encoder.max_batch_tokens} (padding counted)"
+                         + "".join(f", {t} for rows of at most {w}" for w, t in narrow) + ", pads per batch"
+                         + (f", {lanes} batch lanes" if lanes > 1 else ""))
         # The graph and, for int8 (bowrt >= 0.6), the data file its weights are in.
         self.model_bytes = sum(e["bytes"] for name, e in self.encoder.manifest.files.items()
                                if name in (MODEL_FILE, DATA_FILE))
@@ -43,11 +43,9 @@ class BowrtSystem:
         groups of at least :data:`BATCH` passages, as many as a peer's batch. A group starts where one
         of the Encoder's batches starts, so ``encode`` with a group's passages plans those very batches
         (the planner is a greedy pass over rows sorted longest first)."""
-        from bowrt.runtime.plan import plan_batches  # not at import: a worker may lack onnxruntime
-
         enc = self.encoder
         groups, cur = [], []
-        for b in plan_batches(enc.tokenize(kind, texts).lengths, enc.max_batch_tokens, enc.max_batch_size):
+        for b in enc.plan(enc.tokenize(kind, texts).lengths):
             cur += b
             if len(cur) >= BATCH:
                 groups.append(cur)
