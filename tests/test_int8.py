@@ -19,7 +19,7 @@ from bowrt.export.int8 import best_step
 from bowrt.export.int8.builder import GraphBuilder
 from bowrt.export.parity import cosines, overlap_at_k
 from bowrt.export.probes import load_text_set
-from bowrt.runtime.lanes import LANE_MIN_TOKENS
+from bowrt.runtime.lanes import LANE_NARROW
 from tests.reference import torch_reference
 from tests.tolerances import BATCH_INVARIANT_MIN_COS, INT8_MIN_COS, INT8_OVERLAP_AT_10
 
@@ -57,31 +57,39 @@ def test_int8_is_batch_invariant_on_bert_base_twin(twin_bundles):
 
 def assert_lanes_are_exact(bundle) -> None:
     """Batches side by side in lanes, each on one thread (runtime/lanes.py), give the very bits
-    of one batch at a time on two threads: an even and an odd count of wide batches (the odd
-    one ends on the Encoder's own session), short ones (never in lanes), calls too small."""
+    of one batch at a time on two threads for the same plan, and batch-invariant vectors against
+    the 512-token plan without the narrow budgets: an even and an odd count of batches (the odd one ends on the Encoder's
+    own session), short rows only (in lanes too, at their narrow budget), a call of one batch
+    (on the Encoder's own session)."""
     probes = mixed_passages(64)
     long = [(t, " ".join(x for _, x in probes[i : i + 6])) for i, (t, _) in enumerate(probes[:24])]
     passages = [p for pair in zip(long, probes[24:48]) for p in pair] + probes[48:]
-    one_at_a_time = Encoder(bundle, threads=2, batch_lanes=1, max_batch_tokens=512)
-    lanes = Encoder(bundle, threads=2, batch_lanes=2, max_batch_tokens=512)
-    assert (one_at_a_time.batch_lanes, lanes.batch_lanes) == (1, 2)
+    lanes = Encoder(bundle, threads=2)
+    same_plan = Encoder(bundle, threads=2, batch_lanes=1)
+    same_plan.narrow_budget = lanes.narrow_budget
+    wide = Encoder(bundle, threads=2, batch_lanes=1, max_batch_tokens=512)
+    assert (same_plan.batch_lanes, lanes.batch_lanes) == (1, 2) and lanes.narrow_budget == LANE_NARROW
     lane_runs = []
     real = lanes._lanes.session.run
-    lanes._lanes.session.run = lambda ids, mask: lane_runs.append(ids.shape[1]) or real(ids, mask)
-    short = [p for p in probes if lanes.token_count(p) <= LANE_MIN_TOKENS][:20]
+    lanes._lanes.session.run = lambda ids, mask: lane_runs.append(ids.shape) or real(ids, mask)
+    short = [p for p in probes if lanes.token_count(p) <= LANE_NARROW[-1][0]][:20]
     assert len(short) >= 8
-    for chunk, in_lanes in ((passages, True), (passages[:23], True), (short, False), (passages[:1], False)):
+    for chunk, in_lanes in ((passages, True), (passages[:23], True), (short, True), (passages[:1], False)):
         tokens = lanes.tokenize_passages(chunk)
         seen: list[tuple[int, int, int]] = []
         lane_runs.clear()
         got = lanes.run_tokens(tokens, on_batch=lambda *a: seen.append(a))
-        want = one_at_a_time.run_tokens(tokens)
+        want = same_plan.run_tokens(tokens)
         np.testing.assert_array_equal(got.vectors, want.vectors)
+        # Other batches (the 512-token plan): equal up to batch invariance, as any other batching.
+        assert cosines(got.vectors, wide.encode_tokens(tokens)).min() >= BATCH_INVARIANT_MIN_COS
         assert got.timings.batches == want.timings.batches == len(seen)
         assert got.timings.padded_tokens == want.timings.padded_tokens
         assert [s[0] for s in seen] == list(range(1, len(seen) + 1)) and seen[-1][2] == len(chunk)
-        assert bool(lane_runs) == in_lanes and all(w > LANE_MIN_TOKENS for w in lane_runs), lane_runs
-        assert len(lane_runs) % 2 == 0
+        assert bool(lane_runs) == in_lanes and len(lane_runs) % 2 == 0, lane_runs
+        assert got.timings.batches - len(lane_runs) <= 1  # at most the odd last batch on the main session
+        narrow = [(r, w) for r, w in lane_runs if w <= LANE_NARROW[-1][0]]
+        assert all(r == 1 or r * w <= next(t for x, t in LANE_NARROW if w <= x) for r, w in narrow), narrow
 
 
 def test_lanes_are_exact_on_real_weights(minilm_bundles):
@@ -98,6 +106,12 @@ def test_lanes_default_and_options(minilm_bundles):
     assert Encoder(minilm_bundles["int8"], threads=1).batch_lanes == 1
     fp32 = Encoder(minilm_bundles["fp32"], threads=2)
     assert fp32.batch_lanes == 1 and fp32.info["batch_lanes"] == 1  # measured not to pay for fp32
+    assert fp32.narrow_budget == () and fp32.info["narrow_budget"] == []  # no lanes: one budget
+    int8_default = Encoder(minilm_bundles["int8"], threads=2)
+    assert int8_default.narrow_budget == LANE_NARROW and int8_default.info["narrow_budget"] == [[64, 128], [128, 256]]
+    assert Encoder(minilm_bundles["int8"], threads=2, max_batch_tokens=512).narrow_budget == ()  # asked: for all rows
+    assert int8_default.plan([20] * 12 + [100] * 5 + [200] * 4) == [[17, 18], [19, 20], [12, 13], [14, 15], [16, 0],
+                                                                  [1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11]]
     assert "batch_lanes=3" in repr(Encoder(minilm_bundles["fp32"], threads=2, batch_lanes=3))
     for bad in (0, "2", 1.5, True):
         with pytest.raises(OptionError, match="batch_lanes"):

@@ -160,6 +160,23 @@ def test_plan_random():
         _check_plan(lengths, rng.choice([1, 64, 300, 1024, 8192]), rng.choice([1, 3, 32, 256]))
 
 
+def test_plan_narrow_tiers_bound_short_batches():
+    rng = random.Random(1)
+    tiers = ((64, 128), (128, 256))
+    for _ in range(100):
+        lengths = [rng.randint(1, 256) for _ in range(rng.randint(0, 200))]
+        plan = plan_batches(lengths, 512, 256, tiers)
+        assert sorted(i for b in plan for i in b) == list(range(len(lengths)))
+        for b in plan:
+            longest = lengths[b[0]]
+            assert longest == max(lengths[i] for i in b)
+            budget = 128 if longest <= 64 else 256 if longest <= 128 else 512
+            assert len(b) == 1 or len(b) * longest <= budget
+            assert b is plan[-1] or (len(b) + 1) * longest > budget or len(b) == 256  # closed only when full
+    assert plan_batches([30] * 5 + [100] * 3 + [300], 512, 256, tiers) == [[8], [5, 6], [7, 0], [1, 2, 3, 4]]
+    assert plan_batches([30] * 5, 512, 256) == [[0, 1, 2, 3, 4]]  # no tiers: one budget
+
+
 def test_plan_over_budget_item_runs_alone():
     plan = _check_plan([10, 500, 10, 10], 100, 64)
     assert plan == [[1], [0, 2, 3]]

@@ -7,11 +7,13 @@ each core keeps its own batch's activations in its own cache. A batch's vectors 
 depend on how many threads ran it (its rows are the same, each operator computes a row the
 same way on one thread or two), so the two paths give the same bits; the tests check it.
 
-Only batches of more than :data:`LANE_MIN_TOKENS` tokens a row run in lanes: below that,
-one batch at a time was faster. Of those, whole rounds of ``lanes`` batches run on the
-lanes, the rest (fewer than ``lanes``) with the shorter batches on the Encoder's own session,
-so that no core sits idle while a last batch runs on one thread. The plan is longest
-first, so the batches for the lanes are the call's first ones.
+Every batch of a call of two or more runs in lanes (:data:`LANE_MIN_TOKENS` is 0): whole
+rounds of ``lanes`` batches on the lanes, the rest (fewer than ``lanes``) with the shorter
+batches on the Encoder's own session, so that no core sits idle while a last batch runs on
+one thread. The plan is longest first, so the batches for the lanes are the call's first
+ones. With lanes, and no ``max_batch_tokens`` asked, short rows batch smaller
+(:data:`LANE_NARROW`): rows of at most 64 tokens at 128 tokens a batch, of at most 128 at
+256, longer ones at the CPU's 512. A call of one batch (a query alone) runs on all threads.
 
 Default: on for int8 bundles on CPU with two or more threads, off otherwise. Why it pays:
 ORT's intra-op threads share every operator's tensors, and this VM's two vCPUs are placed
@@ -19,11 +21,15 @@ near each other (a cache-line round trip of about 70 ns) or far apart (about 330
 seconds at a time (``benchmarks/studies/core_latency.py``); far, one batch at a time on 2
 threads ran 10.7 passages/s of 129-256 tokens, lanes 14.0; near, 17.1 and 17.9. Measured on a
 2-core AMD EPYC (avx2 avx512_vnni avx512f), bert-base twin, calls of 32 passages, paired pass
-by pass (``benchmarks/studies/batch_lanes.py``), lanes over one at a time, default int8 and
-speed profile: 20-64 tokens 0.88x and 0.92x, 65-128 0.96x and 0.96x, 129-256 1.21x and 1.10x
-(hence LANE_MIN_TOKENS); on a 20-256 mix with the threshold 1.01x and 1.00x, with a higher
-floor. fp32: 0.99x, for 456 MB more (its lane session); so off. An int8 lane session costs
-about 90 MB and 0.2 s at load. docs/benchmarks.md, "Batch lanes", has the runs.
+by pass (``benchmarks/studies/batch_lanes.py``, every setting giving the same bits), over the
+earlier default (lanes above 128 tokens only, 512 tokens a batch; setting ``2:512:128``),
+default int8: 20-64 tokens, lanes at 128 tokens 1.16x and 1.17x in two studies, at 256 1.11x,
+at 64 1.12x, at 192 or 384 1.06x-1.09x; 65-128, lanes at 128, 256 or 384 tokens 1.18x-1.19x;
+129-256 lanes at 512 (unchanged; at 256 they ran 0.95x of that). On a 20-256 mix, this
+default over the earlier one: 1.05x [0.89-1.16] (default int8) and 1.08x [1.06-1.20] (speed
+profile), 10 passes each. fp32: lanes 0.99x, for 456 MB more (its lane session); so off. An
+int8 lane session costs about 90 MB and 0.2 s at load. docs/benchmarks.md, "Batch lanes",
+has the runs.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from bowrt.runtime.tokenize import pad_batch
 # Variants that run in lanes by default on CPU (measured above; fp32 did not pay).
 DEFAULT_LANE_VARIANTS = ("int8",)
 # Batches whose rows are padded to more tokens than this run in lanes (measured above: 0,
-# every batch, once the narrow batches are smaller).
+# every batch, with the narrow budgets below).
 LANE_MIN_TOKENS = 0
 # With lanes and the default budget, a batch whose rows have at most WIDTH tokens closes at
 # TOKENS, not the CPU's 512: (WIDTH, TOKENS) tiers, narrowest first (measured above).
