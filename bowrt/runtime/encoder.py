@@ -186,7 +186,6 @@ class Encoder:
             # CPU only, whatever was asked: a GPU asked for and not taken left the main session on CPU.
             Session(self.bundle_dir, self.manifest, [(CPU, {})], explicit=True, threads=max(1, self.threads // lanes),
                     cpu_mem_arena=cpu_mem_arena, model_file=self.graph_file), lanes)
-        # (width, tokens) tiers: short rows' smaller budgets in lanes; an asked max_batch_tokens holds for every row.
         self.narrow_budget: tuple[tuple[int, int], ...] = LANE_NARROW if self._lanes and not max_batch_tokens else ()
         self.numerics: dict[str, Any] | None = (
             selfcheck.cached_run(self, force=check_numerics == "always") if check_numerics else None)
