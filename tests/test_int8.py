@@ -58,9 +58,9 @@ def test_int8_is_batch_invariant_on_bert_base_twin(twin_bundles):
 def assert_lanes_are_exact(bundle) -> None:
     """Batches side by side in lanes, each on one thread (runtime/lanes.py), give the very bits
     of one batch at a time on two threads for the same plan, and batch-invariant vectors against
-    the 512-token plan without the narrow budgets: an even and an odd count of batches (the odd one ends on the Encoder's
-    own session), short rows only (in lanes too, at their narrow budget), a call of one batch
-    (on the Encoder's own session)."""
+    the 512-token plan without the narrow budgets: an even and an odd count of batches (the odd
+    one ends on the Encoder's own session), short rows only (in lanes too, at their narrow
+    budget), a call of one batch (on the Encoder's own session)."""
     probes = mixed_passages(64)
     long = [(t, " ".join(x for _, x in probes[i : i + 6])) for i, (t, _) in enumerate(probes[:24])]
     passages = [p for pair in zip(long, probes[24:48]) for p in pair] + probes[48:]

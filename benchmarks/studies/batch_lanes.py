@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/studies/NAME.py`
     import _checkout  # noqa: F401  (the checkout root on sys.path)
 
 from benchmarks.studies.common import token_corpus  # noqa: E402
+from bowrt.export.parity import cosines  # noqa: E402
 from bowrt.runtime.encoder import Encoder  # noqa: E402
 from bowrt.runtime.tokenize import Tokens  # noqa: E402
 
@@ -83,8 +84,7 @@ def _agree(bundle: Path, name: str, p: int, same_plan: bool, ref: list[np.ndarra
     row by row (bowrt's batch invariance), or SystemExit. Returns whether every bit was the same."""
     if all(np.array_equal(a, b) for a, b in zip(ref, vecs)):
         return True
-    cos = min(float((np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
-              for a, b in zip(ref, vecs))
+    cos = min(float(cosines(a, b).min()) for a, b in zip(ref, vecs))
     if same_plan or cos < 0.99999:
         raise SystemExit(f"{bundle}: {name} gave other vectors than the other settings (pass {p + 1}; "
                          f"{'the same batches' if same_plan else 'other batches'}, min cosine {cos:.7f})")

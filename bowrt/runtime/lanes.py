@@ -21,7 +21,7 @@ near each other (a cache-line round trip of about 70 ns) or far apart (about 330
 seconds at a time (``benchmarks/studies/core_latency.py``); far, one batch at a time on 2
 threads ran 10.7 passages/s of 129-256 tokens, lanes 14.0; near, 17.1 and 17.9. Measured on a
 2-core AMD EPYC (avx2 avx512_vnni avx512f), bert-base twin, calls of 32 passages, paired pass
-by pass (``benchmarks/studies/batch_lanes.py``, every setting giving the same bits), over the
+by pass (``benchmarks/studies/batch_lanes.py``; on the twin every setting gave the same bits), over the
 earlier default (lanes above 128 tokens only, 512 tokens a batch; setting ``2:512:128``),
 default int8: 20-64 tokens, lanes at 128 tokens 1.16x and 1.17x in two studies, at 256 1.11x,
 at 64 1.12x, at 192 or 384 1.06x-1.09x; 65-128, lanes at 128, 256 or 384 tokens 1.18x-1.19x;
