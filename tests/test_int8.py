@@ -108,10 +108,12 @@ def test_lanes_default_and_options(minilm_bundles):
     assert fp32.batch_lanes == 1 and fp32.info["batch_lanes"] == 1  # measured not to pay for fp32
     assert fp32.narrow_budget == () and fp32.info["narrow_budget"] == []  # no lanes: one budget
     int8_default = Encoder(minilm_bundles["int8"], threads=2)
-    assert int8_default.narrow_budget == LANE_NARROW and int8_default.info["narrow_budget"] == [[64, 128], [128, 256]]
+    assert int8_default.narrow_budget == LANE_NARROW and int8_default.info["narrow_budget"] == [
+        [64, 128], [128, 256], [192, 384]]
     assert Encoder(minilm_bundles["int8"], threads=2, max_batch_tokens=512).narrow_budget == ()  # asked: for all rows
-    assert int8_default.plan([20] * 12 + [100] * 5 + [200] * 4) == [[17, 18], [19, 20], [12, 13], [14, 15], [16, 0],
-                                                                  [1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11]]
+    # 200 tokens: two at 512; 150: two at 384, not three; 100: two at 256; 20: six at 128.
+    assert int8_default.plan([20] * 12 + [100] * 5 + [150] * 3 + [200] * 4) == [
+        [20, 21], [22, 23], [17, 18], [19, 12], [13, 14], [15, 16], [0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]
     assert "batch_lanes=3" in repr(Encoder(minilm_bundles["fp32"], threads=2, batch_lanes=3))
     for bad in (0, "2", 1.5, True):
         with pytest.raises(OptionError, match="batch_lanes"):

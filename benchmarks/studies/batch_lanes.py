@@ -9,10 +9,10 @@ bowrt/runtime/lanes.py.
         [--settings 1:512,default]
 
 Per bundle, one Encoder per setting in one process. ``default`` is the Encoder's own
-defaults; ``LANES:BUDGET[:LANE_MIN[:WIDTH:TOKENS]]`` sets ``batch_lanes`` and
+defaults; ``LANES:BUDGET[:LANE_MIN[:WIDTH:TOKENS]...]`` sets ``batch_lanes`` and
 ``max_batch_tokens``, then optionally the lanes' floor (batches wider than LANE_MIN tokens
-run in lanes; :data:`bowrt.runtime.lanes.LANE_MIN_TOKENS`) and one narrow budget (batches of
-rows of at most WIDTH tokens close at TOKENS; :data:`bowrt.runtime.lanes.LANE_NARROW`); a
+run in lanes; :data:`bowrt.runtime.lanes.LANE_MIN_TOKENS`) and narrow budgets, narrowest first
+(batches of rows of at most WIDTH tokens close at TOKENS; :data:`bowrt.runtime.lanes.LANE_NARROW`); a
 lane runs on ``--threads`` divided by its setting's lanes. The default pair is one batch at
 a time at 512 tokens against the Encoder's defaults; ``2:512:128`` is the default before the
 narrow budget. The same passages (random token ids of ``--min-tokens`` to
@@ -49,14 +49,15 @@ def _pass(enc: Encoder, calls: list[Tokens]) -> tuple[float, list[np.ndarray]]:
 
 
 def _settings(text: str) -> list[tuple[int, ...] | None]:
-    """``default`` -> None (the Encoder's own defaults); ``LANES:BUDGET[:LANE_MIN[:WIDTH:TOKENS]]`` -> ints."""
+    """``default`` -> None (the Encoder's own defaults); ``LANES:BUDGET[:LANE_MIN[:WIDTH:TOKENS]...]`` -> ints."""
     try:
         items = [None if item == "default" else tuple(int(x) for x in item.split(":")) for item in text.split(",")]
     except ValueError:
         items = []
-    if not items or any(t is not None and (len(t) not in (2, 3, 5) or min(t[:2]) < 1 or min(t) < 0) for t in items):
-        raise SystemExit(f"--settings {text!r}: expected default or LANES:BUDGET[:LANE_MIN[:WIDTH:TOKENS]], "
-                         "comma-separated, e.g. 2:512:128,default")
+    if not items or any(t is not None and (len(t) < 2 or (len(t) > 2 and len(t) % 2 == 0) or min(t[:2]) < 1 or min(t) < 0
+                                           or list(t[3::2]) != sorted(set(t[3::2]))) for t in items):
+        raise SystemExit(f"--settings {text!r}: expected default or LANES:BUDGET[:LANE_MIN[:WIDTH:TOKENS]...] "
+                         "(widths rising), comma-separated, e.g. 2:512:128,default")
     return items
 
 
@@ -66,7 +67,7 @@ def _name(setting: tuple[int, ...] | None) -> str:
     name = f"lanes {setting[0]}, {setting[1]} tokens"
     if len(setting) > 2:
         name += f", lanes above {setting[2]}"
-    return name + (f", {setting[4]} up to {setting[3]}" if len(setting) == 5 else "")
+    return name + "".join(f", {t} up to {w}" for w, t in zip(setting[3::2], setting[4::2]))
 
 
 def _encoder(bundle: Path, setting: tuple[int, ...] | None, threads: int) -> Encoder:
@@ -75,7 +76,7 @@ def _encoder(bundle: Path, setting: tuple[int, ...] | None, threads: int) -> Enc
     enc = Encoder(bundle, threads=threads, batch_lanes=setting[0], max_batch_tokens=setting[1], check_numerics=False)
     if len(setting) > 2 and enc._lanes is not None:
         enc._lanes.min_tokens = setting[2]
-    enc.narrow_budget = ((setting[3], setting[4]),) if len(setting) == 5 else ()
+    enc.narrow_budget = tuple(zip(setting[3::2], setting[4::2]))
     return enc
 
 
