@@ -73,7 +73,8 @@ def gemm_graph(config: dict[str, Any], shared: bool) -> tuple[bytes, int]:
     inputs = [helper.make_tensor_value_info(f"{p}_{s}", TensorProto.UINT8, [rows, k])
               for p, rows in (("A", "M"), ("C", 1)) for s, k in (("h", h), ("i", inter))]
     graph = helper.make_graph(nodes, "gemms", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = min(model.ir_version, 9)
     return model.SerializeToString(), sum(weights.values())
 
@@ -107,7 +108,8 @@ def main() -> int:
     }
     for b in args.bundles:
         enc = Encoder(b, threads=args.threads, check_numerics=False)
-        name = f"{b.parent.name}/{b.name}" if b.parent.name.startswith("int8-") else b.name  # the bench's int8-speed/int8
+        # the bench's speed bundle is int8-speed/int8
+        name = f"{b.parent.name}/{b.name}" if b.parent.name.startswith("int8-") else b.name
         calls[f"Encoder {name}"] = (lambda e: lambda j: e.encode_queries([queries[j]]))(enc)
     print(f"{len(queries)} queries of {min(lengths)}-{max(lengths)} tokens (mean {np.mean(lengths):.1f}); "
           f"{args.threads} threads; ceiling (ORT MatMulInteger, 2048 x {config['hidden_size']} x "
