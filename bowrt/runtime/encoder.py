@@ -99,8 +99,8 @@ class Encoder:
             batches ran slower here, see ``benchmarks/studies/budget_sweep.py``), 32768
             on GPU (not measured). It also bounds the memory one batch needs. With lanes
             and no budget asked, batches of rows of at most 64 tokens close at 128, of at
-            most 128 at 256, of at most 192 at 384 (``narrow_budget``, measured in ``runtime/lanes.py``); an asked
-            budget holds for all rows.
+            most 128 at 256, of at most 192 at 384 (``narrow_budget``, measured in
+            ``runtime/lanes.py``); an asked budget holds for all rows.
         max_batch_size: most rows in one batch (default 256); also the largest
             batch of the TensorRT optimization profile.
         device_id: the GPU, for CUDA and TensorRT.

@@ -13,7 +13,8 @@ batches on the Encoder's own session, so that no core sits idle while a last bat
 one thread. The plan is longest first, so the batches for the lanes are the call's first
 ones. With lanes, and no ``max_batch_tokens`` asked, short rows batch smaller
 (:data:`LANE_NARROW`): rows of at most 64 tokens at 128 tokens a batch, of at most 128 at
-256, of at most 192 at 384, longer ones at the CPU's 512. A call of one batch (a query alone) runs on all threads.
+256, of at most 192 at 384, longer ones at the CPU's 512. A call of one batch (a query
+alone) runs on all threads.
 
 Default: on for int8 bundles on CPU with two or more threads, off otherwise. Why it pays:
 ORT's intra-op threads share every operator's tensors, and this VM's two vCPUs are placed
@@ -27,11 +28,13 @@ default int8: 20-64 tokens, lanes at 128 tokens 1.16x and 1.17x in two studies, 
 at 64 1.12x, at 192 or 384 1.06x-1.09x; 65-128, lanes at 128, 256 or 384 tokens 1.18x-1.19x;
 129-256, rows of at most 192 tokens at 384 (two a batch, not three) 1.07x and 1.05x (speed)
 over lanes at 512, 10 passes, and 1.03x for both in a first study (at 256 they ran 0.95x of
-512; a flat 384, which also puts 193-256 rows one a batch, 1.03x / 0.99x; 768 0.95x). On a 20-256 mix, this
-default over the earlier one: 1.05x [0.89-1.16] (default int8) and 1.08x [1.06-1.20] (speed
-profile), 10 passes each. fp32: lanes 0.99x, for 456 MB more (its lane session); so off. An
-int8 lane session costs about 90 MB and 0.2 s at load. docs/benchmarks.md, "Batch lanes",
-has the runs.
+512; a flat 384, which also puts 193-256 rows one a batch, 1.03x / 0.99x; 768 0.95x). On a
+20-256 mix, the two narrow tiers over the earlier default: 1.05x [0.89-1.16] (default int8)
+and 1.08x [1.06-1.20] (speed profile), 10 passes each. Through the dynamic batcher (serve's
+path; ``benchmarks/studies/batcher_narrow.py``) the narrow budgets gave 1.07x-1.29x at 64
+clients, 1.00x at 4, and at 16 clients 0.94x-1.20x (default int8) and 0.89x-0.98x (speed).
+fp32: lanes 0.99x, for 456 MB more (its lane session); so off. An int8 lane session costs
+about 90 MB and 0.2 s at load. docs/benchmarks.md, "Batch lanes", has the runs.
 """
 
 from __future__ import annotations
